@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Train the shipped nuclei model with the reference Cellpose training code.
+
+Offline tooling, never a run-time dependency of the library. Uses cellpose==3.1.1.3:
+its data processing (`train._process_train_test`: label -> flow targets by heat diffusion,
+diameters), its augmentation (`transforms.random_rotate_and_resize`), its loss
+(`train._loss_fn_seg`) and its network (`resnet_torch.CPnet`). The loop itself mirrors
+`train.train_seg` but checkpoints network, optimiser, RNG and epoch after every epoch so
+an interrupted run resumes where it stopped (`--resume`), and it keeps the checkpoint
+with the lowest loss on a held-out part of train/ (`best.pth`).
+
+Example (CPU, 2 threads):
+    python models/train.py --out models/run_light --nbase 2,16,32,64,128 --epochs 40
+    python models/train.py --out models/run_light --resume      # after an interruption
+"""
+import argparse
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from cellpose import io, resnet_torch, train, transforms, models
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "dsb2018"
+
+
+def held_out(name: str, fraction: float) -> bool:
+    """Deterministic validation split of train/ by a hash of the image name."""
+    h = int(hashlib.sha1(name.encode()).hexdigest()[:8], 16)
+    return (h % 1000) < fraction * 1000
+
+
+def load_split(data_dir: Path, val_fraction: float):
+    names = sorted(p.name[: -len("_img.png")] for p in (data_dir / "train").glob("*_img.png"))
+    tr, va = [], []
+    for n in names:
+        (va if held_out(n, val_fraction) else tr).append(n)
+    def load(ns):
+        imgs = [io.imread(str(data_dir / "train" / f"{n}_img.png")) for n in ns]
+        lbls = [io.imread(str(data_dir / "train" / f"{n}_masks.png")).astype(np.int32) for n in ns]
+        return imgs, lbls
+    return tr, va, load(tr), load(va)
+
+
+def lr_schedule(n_epochs: int, lr: float) -> np.ndarray:
+    """Reference shape (linear warm-up over 10 epochs, constant, halving at the end),
+    scaled to short runs: the decay covers the last quarter of the epochs."""
+    warm = min(10, max(1, n_epochs // 10))
+    sched = np.concatenate([np.linspace(0, lr, warm), lr * np.ones(max(0, n_epochs - warm))])
+    decay = n_epochs // 4
+    if decay >= 5:
+        step = max(1, decay // 5)
+        for i in range(decay):
+            sched[n_epochs - decay + i] = lr / 2 ** (1 + i // step)
+    return sched
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--nbase", default="2,16,32,64,128")
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--bsize", type=int, default=224, help="training crop side (reference: 224)")
+    ap.add_argument("--lr", type=float, default=0.005)
+    ap.add_argument("--weight-decay", type=float, default=1e-5)
+    ap.add_argument("--diam-mean", type=float, default=17.0)
+    ap.add_argument("--val-fraction", type=float, default=0.1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--max-minutes", type=float, default=0, help="stop cleanly after this long (0: no limit)")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                        handlers=[logging.FileHandler(out / "train.log"), logging.StreamHandler()])
+    log = logging.getLogger("train")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    cfg_path = out / "config.json"
+    if args.resume and cfg_path.exists():
+        cfg = json.loads(cfg_path.read_text())
+        for k in ("nbase", "epochs", "batch_size", "bsize", "lr", "weight_decay", "diam_mean", "val_fraction"):
+            setattr(args, k, cfg[k])
+    else:
+        cfg_path.write_text(json.dumps({k: getattr(args, k) for k in
+                            ("nbase", "epochs", "batch_size", "bsize", "lr", "weight_decay", "diam_mean", "val_fraction")}, indent=1))
+    nbase = [int(v) for v in str(args.nbase).split(",")]
+
+    tr_names, va_names, (tr_imgs, tr_lbls), (va_imgs, va_lbls) = load_split(Path(args.data), args.val_fraction)
+    log.info(f"train {len(tr_names)} images, held out {len(va_names)}")
+    norm = dict(models.normalize_default)
+    norm["normalize"] = True
+    # Reference preprocessing: grayscale (channels=[0,0]) + percentile normalisation,
+    # label flows by heat diffusion, per-image diameters.
+    (tr_data, tr_flows, _, _, _, diam_tr, va_data, va_flows, _, _, _, diam_va, _) = \
+        train._process_train_test(train_data=tr_imgs, train_labels=tr_lbls,
+                                  test_data=va_imgs, test_labels=va_lbls,
+                                  channels=[0, 0], normalize_params=norm,
+                                  min_train_masks=1, device=torch.device("cpu"))
+    tr_data = train._reshape_norm(tr_data, channels=[0, 0], normalize_params=norm)
+    va_data = train._reshape_norm(va_data, channels=[0, 0], normalize_params=norm)
+
+    net = resnet_torch.CPnet(nbase, 3, 3, diam_mean=args.diam_mean).to(device)
+    net.diam_labels.data = torch.Tensor([diam_tr.mean()]).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    sched = lr_schedule(args.epochs, args.lr)
+    start, best, history = 0, float("inf"), []
+    ck = out / "last.pth"
+    if args.resume and ck.exists():
+        state = torch.load(ck, map_location=device, weights_only=False)
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        start, best, history = state["epoch"] + 1, state["best"], state["history"]
+        log.info(f"resumed at epoch {start}, best held-out loss {best:.4f}")
+
+    t_begin = time.time()
+    nimg = len(tr_data)
+    for ep in range(start, args.epochs):
+        np.random.seed(ep)
+        for g in opt.param_groups:
+            g["lr"] = sched[ep]
+        net.train()
+        perm = np.random.permutation(nimg)
+        tl, te = 0.0, time.time()
+        for k in range(0, nimg, args.batch_size):
+            inds = perm[k:k + args.batch_size]
+            imgs, lbls = train._get_batch(inds, data=tr_data, labels=tr_flows)
+            rsc = np.array([diam_tr[i] for i in inds]) / net.diam_mean.item()
+            x, y = transforms.random_rotate_and_resize(imgs, Y=lbls, rescale=rsc, scale_range=0.5,
+                                                       xy=(args.bsize, args.bsize))[:2]
+            pred = net(torch.from_numpy(x).to(device))[0]
+            loss = train._loss_fn_seg(y, pred, device)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tl += loss.item() * len(inds)
+        tl /= nimg
+        # held-out loss with a fixed seed so epochs are comparable
+        net.eval()
+        np.random.seed(42)
+        vl = 0.0
+        with torch.no_grad():
+            for k in range(0, len(va_data), args.batch_size):
+                inds = np.arange(k, min(k + args.batch_size, len(va_data)))
+                imgs, lbls = train._get_batch(inds, data=va_data, labels=va_flows)
+                rsc = np.array([diam_va[i] for i in inds]) / net.diam_mean.item()
+                x, y = transforms.random_rotate_and_resize(imgs, Y=lbls, rescale=rsc, scale_range=0.5,
+                                                           xy=(224, 224))[:2]
+                vl += train._loss_fn_seg(y, net(torch.from_numpy(x).to(device))[0], device).item() * len(inds)
+        vl /= len(va_data)
+        history.append({"epoch": ep, "train_loss": tl, "val_loss": vl, "lr": float(sched[ep]),
+                        "seconds": time.time() - te})
+        log.info(f"epoch {ep} train_loss={tl:.4f} val_loss={vl:.4f} lr={sched[ep]:.5f} {time.time()-te:.0f}s")
+        if vl < best:
+            best = vl
+            net.save_model(str(out / "best.pth"))  # reference checkpoint format (state_dict)
+        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": ep, "best": best,
+                    "history": history}, out / "last.tmp")
+        os.replace(out / "last.tmp", ck)
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+        if args.max_minutes and (time.time() - t_begin) > args.max_minutes * 60:
+            log.info("time budget reached; stop (resume with --resume)")
+            break
+    net.save_model(str(out / "final.pth"))
+
+
+if __name__ == "__main__":
+    main()

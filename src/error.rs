@@ -1,0 +1,93 @@
+//! Typed errors, one enum per layer, gathered in [`Error`].
+
+use thiserror::Error;
+
+/// The model file is not a usable Cellpose network.
+#[derive(Debug, Error)]
+pub enum ModelError {
+    #[error("cannot read model file {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not a valid ONNX model (truncated or corrupt file?): {0}")]
+    Parse(String),
+    #[error("model has {found} inputs, expected 1 (N×2×H×W image)")]
+    InputCount { found: usize },
+    #[error("model input has rank {found}, expected 4 (N×C×H×W)")]
+    InputRank { found: usize },
+    #[error("model input has {found} channels, expected {expected}")]
+    InputChannels { expected: usize, found: usize },
+    #[error("model has {found} outputs, expected at least 2 (flows+cell probability, style)")]
+    OutputCount { found: usize },
+    #[error("model output {index} is {found}, expected {expected}")]
+    OutputShape {
+        index: usize,
+        expected: String,
+        found: String,
+    },
+    #[error("model cannot be prepared for a {height}×{width} input: {message}")]
+    Optimise {
+        height: usize,
+        width: usize,
+        message: String,
+    },
+    #[error("network failed to run: {0}")]
+    Run(String),
+    #[error("model metadata {key}={value:?} is invalid: {reason}")]
+    Metadata {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// A parameter is outside the range the pipeline supports.
+#[derive(Debug, Error, PartialEq)]
+pub enum ParamsError {
+    #[error("{name} = {value} is invalid: {expected}")]
+    OutOfRange {
+        name: &'static str,
+        value: f64,
+        expected: &'static str,
+    },
+    #[error("automatic diameter needs a size model, and this model has none")]
+    NoSizeModel,
+}
+
+/// The frame handed in cannot be read as an image.
+#[derive(Debug, Error, PartialEq, Clone)]
+pub enum ImageError {
+    #[error("image size {width}×{height} is invalid: both sides must be at least 1")]
+    Empty { width: usize, height: usize },
+    #[error("image size {width}×{height} is too large (limit {limit} pixels per side)")]
+    TooLarge {
+        width: usize,
+        height: usize,
+        limit: usize,
+    },
+    #[error("{found} channels given, expected 1 or 2")]
+    Channels { found: usize },
+    #[error("row stride {stride} bytes is smaller than one row ({row_bytes} bytes)")]
+    Stride { stride: usize, row_bytes: usize },
+    #[error("pixel buffer has {found} bytes, the image needs {needed}")]
+    BufferTooSmall { needed: usize, found: usize },
+    #[error("pixel buffer is not aligned for {pixel} samples")]
+    Misaligned { pixel: &'static str },
+    #[error("size arithmetic overflows for a {width}×{height} image")]
+    Overflow { width: usize, height: usize },
+    #[error("pixel value is not finite (NaN or infinity) in an f32 image")]
+    NotFinite,
+}
+
+/// Any error of the library.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Params(#[from] ParamsError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}

@@ -1,0 +1,304 @@
+//! Borrowed frames as acquisition software holds them: u8/u16/f32 samples, one or two
+//! channels, planar or interleaved, rows separated by an arbitrary stride. Nothing is copied
+//! until preprocessing converts the frame into the network's f32 planes.
+
+use crate::error::ImageError;
+
+/// Largest accepted side, so that every size product below fits comfortably in `usize`
+/// and a corrupt header cannot make the library allocate terabytes.
+pub const MAX_SIDE: usize = 1 << 16;
+
+/// Sample type of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelType {
+    U8,
+    U16,
+    F32,
+}
+
+impl PixelType {
+    pub fn bytes(self) -> usize {
+        match self {
+            PixelType::U8 => 1,
+            PixelType::U16 => 2,
+            PixelType::F32 => 4,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            PixelType::U8 => "u8",
+            PixelType::U16 => "u16",
+            PixelType::F32 => "f32",
+        }
+    }
+}
+
+/// How the channels of a two-channel frame are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelLayout {
+    /// Channel planes one after the other; each plane is `height` rows of `row_stride` bytes.
+    Planar,
+    /// Samples of one pixel side by side (`c0 c1 c0 c1 ...` along a row).
+    Interleaved,
+}
+
+/// A borrowed 2D frame. Channel 0 is the channel to segment (cytoplasm or nuclei), channel 1
+/// the optional nucleus channel.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageView<'a> {
+    data: &'a [u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+    pixel: PixelType,
+    layout: ChannelLayout,
+    row_stride: usize,
+}
+
+impl<'a> ImageView<'a> {
+    /// A frame over raw bytes (native endianness). `row_stride` is in bytes; for planar
+    /// frames channel `c` starts at `c * height * row_stride`.
+    pub fn new(
+        data: &'a [u8],
+        width: usize,
+        height: usize,
+        channels: usize,
+        pixel: PixelType,
+        layout: ChannelLayout,
+        row_stride: usize,
+    ) -> Result<Self, ImageError> {
+        if width == 0 || height == 0 {
+            return Err(ImageError::Empty { width, height });
+        }
+        if width > MAX_SIDE || height > MAX_SIDE {
+            return Err(ImageError::TooLarge {
+                width,
+                height,
+                limit: MAX_SIDE,
+            });
+        }
+        if channels != 1 && channels != 2 {
+            return Err(ImageError::Channels { found: channels });
+        }
+        let per_pixel = match layout {
+            ChannelLayout::Planar => 1,
+            ChannelLayout::Interleaved => channels,
+        };
+        let overflow = ImageError::Overflow { width, height };
+        let row_bytes = width
+            .checked_mul(per_pixel)
+            .and_then(|v| v.checked_mul(pixel.bytes()))
+            .ok_or(overflow.clone())?;
+        if row_stride < row_bytes {
+            return Err(ImageError::Stride {
+                stride: row_stride,
+                row_bytes,
+            });
+        }
+        let planes = if layout == ChannelLayout::Planar {
+            channels
+        } else {
+            1
+        };
+        // The last row of the last plane only needs `row_bytes`, not a full stride.
+        let needed = row_stride
+            .checked_mul(height.checked_mul(planes).ok_or(overflow.clone())? - 1)
+            .and_then(|v| v.checked_add(row_bytes))
+            .ok_or(overflow)?;
+        if data.len() < needed {
+            return Err(ImageError::BufferTooSmall {
+                needed,
+                found: data.len(),
+            });
+        }
+        let align = pixel.bytes();
+        if (data.as_ptr() as usize) % align != 0 || row_stride % align != 0 {
+            return Err(ImageError::Misaligned {
+                pixel: pixel.name(),
+            });
+        }
+        Ok(ImageView {
+            data,
+            width,
+            height,
+            channels,
+            pixel,
+            layout,
+            row_stride,
+        })
+    }
+
+    /// A tightly packed single-channel 8-bit frame.
+    pub fn gray_u8(width: usize, height: usize, data: &'a [u8]) -> Result<Self, ImageError> {
+        Self::new(
+            data,
+            width,
+            height,
+            1,
+            PixelType::U8,
+            ChannelLayout::Planar,
+            width,
+        )
+    }
+
+    /// A tightly packed single-channel 16-bit frame.
+    pub fn gray_u16(width: usize, height: usize, data: &'a [u16]) -> Result<Self, ImageError> {
+        Self::new(
+            bytemuck::cast_slice(data),
+            width,
+            height,
+            1,
+            PixelType::U16,
+            ChannelLayout::Planar,
+            width.saturating_mul(2),
+        )
+    }
+
+    /// A tightly packed f32 frame of `channels` planes.
+    pub fn planar_f32(
+        width: usize,
+        height: usize,
+        channels: usize,
+        data: &'a [f32],
+    ) -> Result<Self, ImageError> {
+        Self::new(
+            bytemuck::cast_slice(data),
+            width,
+            height,
+            channels,
+            PixelType::F32,
+            ChannelLayout::Planar,
+            width.saturating_mul(4),
+        )
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+    pub fn height(&self) -> usize {
+        self.height
+    }
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+    pub fn pixel_type(&self) -> PixelType {
+        self.pixel
+    }
+
+    /// Copies channel `c` into `out` (row-major, `width*height` values) as f32.
+    pub fn channel_to_f32(&self, c: usize, out: &mut [f32]) {
+        assert!(c < self.channels && out.len() == self.width * self.height);
+        let (plane_off, step, first) = match self.layout {
+            ChannelLayout::Planar => (c * self.height * self.row_stride, 1, 0),
+            ChannelLayout::Interleaved => (0, self.channels, c),
+        };
+        for y in 0..self.height {
+            let row = &self.data[plane_off + y * self.row_stride..];
+            let dst = &mut out[y * self.width..(y + 1) * self.width];
+            match self.pixel {
+                PixelType::U8 => {
+                    for (x, d) in dst.iter_mut().enumerate() {
+                        *d = row[first + x * step] as f32;
+                    }
+                }
+                PixelType::U16 => {
+                    let s: &[u16] =
+                        bytemuck::cast_slice(&row[..(first + (self.width - 1) * step + 1) * 2]);
+                    for (x, d) in dst.iter_mut().enumerate() {
+                        *d = s[first + x * step] as f32;
+                    }
+                }
+                PixelType::F32 => {
+                    let s: &[f32] =
+                        bytemuck::cast_slice(&row[..(first + (self.width - 1) * step + 1) * 4]);
+                    for (x, d) in dst.iter_mut().enumerate() {
+                        *d = s[first + x * step];
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interleaved_and_planar_frames_read_the_same_channels() {
+        let inter: Vec<u16> = vec![1, 10, 2, 20, 3, 30, 4, 40];
+        let planar: Vec<u16> = vec![1, 2, 3, 4, 10, 20, 30, 40];
+        let a = ImageView::new(
+            bytemuck::cast_slice(&inter),
+            2,
+            2,
+            2,
+            PixelType::U16,
+            ChannelLayout::Interleaved,
+            8,
+        )
+        .unwrap();
+        let b = ImageView::new(
+            bytemuck::cast_slice(&planar),
+            2,
+            2,
+            2,
+            PixelType::U16,
+            ChannelLayout::Planar,
+            4,
+        )
+        .unwrap();
+        let (mut x, mut y) = (vec![0.0; 4], vec![0.0; 4]);
+        for c in 0..2 {
+            a.channel_to_f32(c, &mut x);
+            b.channel_to_f32(c, &mut y);
+            assert_eq!(x, y);
+        }
+        assert_eq!(x, vec![10.0, 20.0, 30.0, 40.0]);
+    }
+
+    #[test]
+    fn padded_rows_are_skipped() {
+        let data: Vec<u8> = vec![1, 2, 99, 3, 4, 99];
+        let v = ImageView::new(&data, 2, 2, 1, PixelType::U8, ChannelLayout::Planar, 3).unwrap();
+        let mut out = vec![0.0; 4];
+        v.channel_to_f32(0, &mut out);
+        assert_eq!(out, vec![1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn impossible_frames_are_rejected() {
+        let d = [0u8; 16];
+        assert_eq!(
+            ImageView::gray_u8(0, 4, &d).unwrap_err(),
+            ImageError::Empty {
+                width: 0,
+                height: 4
+            }
+        );
+        assert!(matches!(
+            ImageView::gray_u8(5, 4, &d),
+            Err(ImageError::BufferTooSmall { .. })
+        ));
+        assert!(matches!(
+            ImageView::new(&d, 4, 4, 3, PixelType::U8, ChannelLayout::Planar, 4),
+            Err(ImageError::Channels { found: 3 })
+        ));
+        assert!(matches!(
+            ImageView::new(&d, 4, 2, 1, PixelType::U8, ChannelLayout::Planar, 3),
+            Err(ImageError::Stride { .. })
+        ));
+        assert!(matches!(
+            ImageView::new(
+                &d,
+                usize::MAX / 2,
+                2,
+                1,
+                PixelType::U8,
+                ChannelLayout::Planar,
+                3
+            ),
+            Err(ImageError::TooLarge { .. })
+        ));
+    }
+}

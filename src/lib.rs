@@ -1,0 +1,50 @@
+//! cellpose-rs: the Cellpose cell-segmentation method (Stringer et al., Nature Methods 2021)
+//! as an embeddable Rust library, with no Python at run time.
+//!
+//! The modules follow the pipeline:
+//! [`model`] (load and validate an ONNX network) → [`image`] (borrowed frames as acquisition
+//! software has them) → [`preprocess`] (channels, percentile normalisation, rescaling, padding)
+//! → [`tiling`] (224-px tiles, tapered blending, test-time flips) → [`network`] (tract on the
+//! CPU) → [`dynamics`] (Euler integration of the flows) → [`masks`] (sinks → labels, hole
+//! filling, small-mask removal) with [`flows`] (masks → flows by heat diffusion) for the
+//! flow-error quality control → [`segmenter`] (the frame-by-frame API).
+//! [`metrics`] and [`objects`] score and summarise label images; [`size_model`] estimates the
+//! cell diameter from the style vector.
+//!
+//! ```no_run
+//! use cellpose::{Model, Params, Segmenter, ImageView};
+//! let model = Model::load("models/nuclei_light_int8.onnx")?;
+//! let mut seg = Segmenter::new(model, Params::default())?;
+//! let pixels = vec![0u8; 256 * 256];
+//! let frame = ImageView::gray_u8(256, 256, &pixels)?;
+//! let result = seg.segment(&frame)?;
+//! println!("{} objects", result.n_objects);
+//! # Ok::<(), cellpose::Error>(())
+//! ```
+
+pub mod dynamics;
+pub mod error;
+pub mod flows;
+pub mod image;
+pub mod masks;
+pub mod metrics;
+pub mod model;
+pub mod network;
+pub mod objects;
+pub mod params;
+pub mod preprocess;
+pub mod segmenter;
+pub mod size_model;
+pub mod tiling;
+
+pub use error::{Error, ImageError, ModelError, ParamsError};
+pub use flows::masks_to_flows;
+pub use image::{ChannelLayout, ImageView, PixelType};
+pub use model::{Model, ModelInfo};
+pub use objects::{ObjectSummary, object_summaries};
+pub use params::{Diameter, Params};
+pub use segmenter::{Segmentation, Segmenter};
+pub use size_model::SizeModel;
+
+/// Version of this crate, as written in Cargo.toml.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

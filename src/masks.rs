@@ -1,0 +1,351 @@
+//! From converged pixel positions to labels (reference `dynamics.get_masks_torch`), and the
+//! clean-up of label images (`utils.fill_holes_and_remove_small_masks`).
+//!
+//! Every step runs in a fixed order (seeds sorted by count then position, labels renumbered
+//! in order of first appearance), so labels are the same on every run and thread count.
+
+/// Margin added around the histogram of final positions (reference `rpad`).
+const RPAD: usize = 20;
+/// A histogram bin must hold more than this many pixels to seed a mask.
+const SEED_MIN_COUNT: u32 = 10;
+/// Bins with more than this many pixels are grown into a seed's mask.
+const GROW_MIN_COUNT: u32 = 2;
+/// Seed neighbourhood: an 11×11 patch, grown by five 3×3 dilations.
+const PATCH: usize = 11;
+const GROW_ITERS: usize = 5;
+/// Local maxima are found with a 5×5 max filter.
+const PEAK_KERNEL: usize = 5;
+
+/// Reusable buffers of [`labels_from_positions`].
+#[derive(Default, Debug, Clone)]
+pub struct MaskScratch {
+    hist: Vec<u32>,
+    hmax: Vec<u32>,
+    tmp: Vec<u32>,
+    seed_map: Vec<u32>,
+}
+
+/// Separable max filter (odd kernel, window clipped at the borders) over a `h × w` grid.
+fn max_filter(src: &[u32], h: usize, w: usize, k: usize, tmp: &mut Vec<u32>, out: &mut Vec<u32>) {
+    let r = k / 2;
+    tmp.clear();
+    tmp.resize(h * w, 0);
+    out.clear();
+    out.resize(h * w, 0);
+    for y in 0..h {
+        for x in 0..w {
+            let (a, b) = (y.saturating_sub(r), (y + r).min(h - 1));
+            tmp[y * w + x] = (a..=b).map(|yy| src[yy * w + x]).max().unwrap_or(0);
+        }
+    }
+    for y in 0..h {
+        for x in 0..w {
+            let (a, b) = (x.saturating_sub(r), (x + r).min(w - 1));
+            out[y * w + x] = (a..=b).map(|xx| tmp[y * w + xx]).max().unwrap_or(0);
+        }
+    }
+}
+
+/// Labels every moving pixel by the sink its final position fell into.
+///
+/// `pos_y/pos_x` are the truncated final positions of the pixels `pixel_index` (row-major
+/// indices) of a `height × width` image. Writes labels 1..N (0 elsewhere) into `labels`,
+/// after removing masks larger than `max_size_fraction` of the image.
+#[allow(clippy::too_many_arguments)]
+pub fn labels_from_positions(
+    pos_y: &[u32],
+    pos_x: &[u32],
+    pixel_index: &[u32],
+    height: usize,
+    width: usize,
+    max_size_fraction: f32,
+    scratch: &mut MaskScratch,
+    labels: &mut [u32],
+) {
+    labels.fill(0);
+    let (hh, hw) = (height + 2 * RPAD, width + 2 * RPAD);
+    let MaskScratch {
+        hist,
+        hmax,
+        tmp,
+        seed_map,
+    } = scratch;
+    hist.clear();
+    hist.resize(hh * hw, 0);
+    for (&y, &x) in pos_y.iter().zip(pos_x) {
+        hist[(y as usize + RPAD) * hw + x as usize + RPAD] += 1;
+    }
+    max_filter(hist, hh, hw, PEAK_KERNEL, tmp, hmax);
+    // Seeds: bins that are their neighbourhood's maximum and hold enough pixels, sorted by
+    // count ascending (row-major position breaks ties) so larger sinks are painted last.
+    let mut seeds: Vec<(u32, usize)> = (0..hh * hw)
+        .filter(|&i| hist[i] > SEED_MIN_COUNT && hist[i] == hmax[i])
+        .map(|i| (hist[i], i))
+        .collect();
+    if seeds.is_empty() {
+        return;
+    }
+    seeds.sort_by_key(|&(c, i)| (c, i));
+    seed_map.clear();
+    seed_map.resize(hh * hw, 0);
+    let mut grow = [0u8; PATCH * PATCH];
+    let mut next = [0u8; PATCH * PATCH];
+    let c = PATCH / 2;
+    for (k, &(_, si)) in seeds.iter().enumerate() {
+        let (sy, sx) = (si / hw, si % hw);
+        grow.fill(0);
+        grow[c * PATCH + c] = 1;
+        for _ in 0..GROW_ITERS {
+            for py in 0..PATCH {
+                for px in 0..PATCH {
+                    let mut m = 0;
+                    for yy in py.saturating_sub(1)..=(py + 1).min(PATCH - 1) {
+                        for xx in px.saturating_sub(1)..=(px + 1).min(PATCH - 1) {
+                            m |= grow[yy * PATCH + xx];
+                        }
+                    }
+                    let (gy, gx) = (sy + py - c, sx + px - c);
+                    next[py * PATCH + px] = m & (hist[gy * hw + gx] > GROW_MIN_COUNT) as u8;
+                }
+            }
+            grow = next;
+        }
+        for py in 0..PATCH {
+            for px in 0..PATCH {
+                if grow[py * PATCH + px] != 0 {
+                    seed_map[(sy + py - c) * hw + sx + px - c] = k as u32 + 1;
+                }
+            }
+        }
+    }
+    for ((&y, &x), &pi) in pos_y.iter().zip(pos_x).zip(pixel_index) {
+        labels[pi as usize] = seed_map[(y as usize + RPAD) * hw + x as usize + RPAD];
+    }
+    let nseeds = seeds.len();
+    let mut counts = vec![0usize; nseeds + 1];
+    for &l in labels.iter() {
+        counts[l as usize] += 1;
+    }
+    let big = (height * width) as f64 * max_size_fraction as f64;
+    let mut keep: Vec<bool> = counts.iter().map(|&c| (c as f64) <= big).collect();
+    keep[0] = true;
+    for l in labels.iter_mut() {
+        if !keep[*l as usize] {
+            *l = 0;
+        }
+    }
+    renumber(labels);
+}
+
+/// Renumbers labels to 1..N in order of first appearance in row-major order (as
+/// `fastremap.renumber`); returns N.
+pub fn renumber(labels: &mut [u32]) -> u32 {
+    let max = labels.iter().copied().max().unwrap_or(0) as usize;
+    let mut map = vec![0u32; max + 1];
+    let mut n = 0;
+    for l in labels.iter_mut() {
+        if *l == 0 {
+            continue;
+        }
+        let m = &mut map[*l as usize];
+        if *m == 0 {
+            n += 1;
+            *m = n;
+        }
+        *l = *m;
+    }
+    n
+}
+
+/// Zeroes every label whose `drop[label]` is true.
+pub fn remove_labels(labels: &mut [u32], drop: &[bool]) {
+    for l in labels.iter_mut() {
+        if drop.get(*l as usize).copied().unwrap_or(false) {
+            *l = 0;
+        }
+    }
+}
+
+fn remove_small(labels: &mut [u32], min_size: i32) {
+    if min_size <= 0 {
+        return;
+    }
+    let max = labels.iter().copied().max().unwrap_or(0) as usize;
+    let mut counts = vec![0usize; max + 1];
+    for &l in labels.iter() {
+        counts[l as usize] += 1;
+    }
+    let drop: Vec<bool> = counts
+        .iter()
+        .enumerate()
+        .map(|(l, &c)| l > 0 && (c as i64) < min_size as i64)
+        .collect();
+    remove_labels(labels, &drop);
+}
+
+/// Fills holes in every mask and removes masks under `min_size` pixels (reference
+/// `fill_holes_and_remove_small_masks`), then renumbers 1..N; returns N. A hole is a
+/// region of the mask's bounding box not 4-connected to the box border through pixels of
+/// other labels or background; it takes the mask's label. `shape` is (depth, height,
+/// width); depth 1 for 2D.
+pub fn fill_holes_and_remove_small(labels: &mut [u32], shape: [usize; 3], min_size: i32) -> u32 {
+    remove_small(labels, min_size);
+    renumber(labels);
+    let [d, h, w] = shape;
+    // Bounding boxes per label.
+    let max = labels.iter().copied().max().unwrap_or(0) as usize;
+    let mut boxes = vec![[usize::MAX, usize::MAX, usize::MAX, 0, 0, 0]; max];
+    for (i, &l) in labels.iter().enumerate() {
+        if l == 0 {
+            continue;
+        }
+        let (z, y, x) = (i / (h * w), (i / w) % h, i % w);
+        let b = &mut boxes[l as usize - 1];
+        b[0] = b[0].min(z);
+        b[1] = b[1].min(y);
+        b[2] = b[2].min(x);
+        b[3] = b[3].max(z + 1);
+        b[4] = b[4].max(y + 1);
+        b[5] = b[5].max(x + 1);
+    }
+    let mut outside: Vec<u8> = Vec::new();
+    let mut stack: Vec<usize> = Vec::new();
+    for (li, b) in boxes.iter().enumerate() {
+        if b[0] == usize::MAX {
+            continue;
+        }
+        let label = li as u32 + 1;
+        let (bd, bh, bw) = (b[3] - b[0], b[4] - b[1], b[5] - b[2]);
+        if bh < 3 || bw < 3 {
+            continue; // too thin to enclose a hole
+        }
+        let at = |z: usize, y: usize, x: usize| ((b[0] + z) * h + b[1] + y) * w + b[2] + x;
+        outside.clear();
+        outside.resize(bd * bh * bw, 0);
+        stack.clear();
+        for z in 0..bd {
+            for y in 0..bh {
+                for x in 0..bw {
+                    let border = y == 0
+                        || x == 0
+                        || y == bh - 1
+                        || x == bw - 1
+                        || (d > 1 && (z == 0 || z == bd - 1));
+                    if border && labels[at(z, y, x)] != label {
+                        let k = (z * bh + y) * bw + x;
+                        outside[k] = 1;
+                        stack.push(k);
+                    }
+                }
+            }
+        }
+        while let Some(k) = stack.pop() {
+            let (z, y, x) = (k / (bh * bw), (k / bw) % bh, k % bw);
+            let mut visit = |zz: usize, yy: usize, xx: usize| {
+                let kk = (zz * bh + yy) * bw + xx;
+                if outside[kk] == 0 && labels[at(zz, yy, xx)] != label {
+                    outside[kk] = 1;
+                    stack.push(kk);
+                }
+            };
+            if y > 0 {
+                visit(z, y - 1, x);
+            }
+            if y + 1 < bh {
+                visit(z, y + 1, x);
+            }
+            if x > 0 {
+                visit(z, y, x - 1);
+            }
+            if x + 1 < bw {
+                visit(z, y, x + 1);
+            }
+            if z > 0 {
+                visit(z - 1, y, x);
+            }
+            if z + 1 < bd {
+                visit(z + 1, y, x);
+            }
+        }
+        for z in 0..bd {
+            for y in 0..bh {
+                for x in 0..bw {
+                    if outside[(z * bh + y) * bw + x] == 0 {
+                        labels[at(z, y, x)] = label;
+                    }
+                }
+            }
+        }
+    }
+    remove_small(labels, min_size);
+    renumber(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pixels_converging_to_two_sinks_get_two_labels() {
+        let (h, w) = (20, 20);
+        // 15 pixels end at (5,5), 15 at (14,14).
+        let idx: Vec<u32> = (0..30).collect();
+        let py: Vec<u32> = (0..30).map(|i| if i < 15 { 5 } else { 14 }).collect();
+        let px = py.clone();
+        let mut labels = vec![0; h * w];
+        labels_from_positions(
+            &py,
+            &px,
+            &idx,
+            h,
+            w,
+            0.4,
+            &mut MaskScratch::default(),
+            &mut labels,
+        );
+        assert!(labels[..15].iter().all(|&l| l == 1));
+        assert!(labels[15..30].iter().all(|&l| l == 2));
+        assert!(labels[30..].iter().all(|&l| l == 0));
+    }
+
+    #[test]
+    fn sinks_with_too_few_pixels_make_no_mask() {
+        let mut labels = vec![0; 100];
+        let idx: Vec<u32> = (0..10).collect();
+        labels_from_positions(
+            &[3; 10],
+            &[3; 10],
+            &idx,
+            10,
+            10,
+            0.4,
+            &mut MaskScratch::default(),
+            &mut labels,
+        );
+        assert!(labels.iter().all(|&l| l == 0));
+    }
+
+    #[test]
+    fn renumbering_follows_first_appearance() {
+        let mut l = vec![5, 0, 3, 7, 3, 5];
+        assert_eq!(renumber(&mut l), 3);
+        assert_eq!(l, vec![1, 0, 2, 3, 2, 1]);
+    }
+
+    #[test]
+    fn holes_are_filled_and_small_masks_removed() {
+        let (h, w) = (9, 9);
+        let mut l = vec![0u32; h * w];
+        for y in 1..8 {
+            for x in 1..8 {
+                l[y * w + x] = 2; // ring with a hole at the centre
+            }
+        }
+        l[4 * w + 4] = 0;
+        l[0] = 7; // one-pixel mask
+        let n = fill_holes_and_remove_small(&mut l, [1, h, w], 15);
+        assert_eq!(n, 1);
+        assert_eq!(l[4 * w + 4], 1);
+        assert_eq!(l[0], 0);
+    }
+}

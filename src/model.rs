@@ -1,0 +1,294 @@
+//! Loading and validating a Cellpose-architecture ONNX network with tract.
+//!
+//! A model is parsed and checked once; a runnable plan is then optimised once per input
+//! shape (batch × height × width) and cached, so a stream of frames of one size pays the
+//! optimisation only on its first frame. [`Model`] is cheap to clone and may be shared by
+//! sessions on several threads.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tract_onnx::pb::ModelProto;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+use crate::error::ModelError;
+use crate::size_model::SizeModel;
+
+/// Metadata key prefix written by `models/export.py`.
+const META: &str = "cellpose.";
+
+/// What a model file says about itself (ONNX `metadata_props`), with defaults for files
+/// exported by other tools.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// Object diameter (pixels) that training rescaled every image to (reference `diam_mean`).
+    pub diam_mean: f32,
+    /// Mean object diameter of the training images before rescaling (`diam_labels`).
+    pub diam_labels: f32,
+    /// Length of the style vector (the deepest width).
+    pub style_size: usize,
+    /// Channel meaning, e.g. "0: nuclei or cytoplasm (grayscale), 1: optional nucleus".
+    pub channels: String,
+    /// Free-form version string of the weights.
+    pub version: String,
+    /// Every `metadata_props` entry, in file order.
+    pub metadata: Vec<(String, String)>,
+    /// Size model for automatic diameter, when the file carries one.
+    pub size_model: Option<SizeModel>,
+}
+
+type Plan = Arc<TypedRunnableModel>;
+
+struct Inner {
+    graph: InferenceModel,
+    info: ModelInfo,
+    plans: Mutex<HashMap<(usize, usize, usize), Plan>>,
+}
+
+/// A validated Cellpose network. Clone freely: clones share the parsed graph and the
+/// per-shape plans.
+#[derive(Clone)]
+pub struct Model {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("info", &self.inner.info)
+            .finish()
+    }
+}
+
+fn meta_f32(meta: &[(String, String)], key: &str) -> Result<Option<f32>, ModelError> {
+    let full = format!("{META}{key}");
+    match meta.iter().find(|(k, _)| *k == full) {
+        None => Ok(None),
+        Some((_, v)) => match v.trim().parse::<f32>() {
+            Ok(x) if x.is_finite() && x > 0.0 => Ok(Some(x)),
+            _ => Err(ModelError::Metadata {
+                key: full,
+                value: v.clone(),
+                reason: "expected a positive number".into(),
+            }),
+        },
+    }
+}
+
+fn meta_str(meta: &[(String, String)], key: &str) -> Option<String> {
+    let full = format!("{META}{key}");
+    meta.iter()
+        .find(|(k, _)| *k == full)
+        .map(|(_, v)| v.clone())
+}
+
+impl Model {
+    /// Loads a model file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model, ModelError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// Loads a model from the bytes of an ONNX file held in memory.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Model, ModelError> {
+        let onnx = tract_onnx::onnx();
+        let mut reader = bytes;
+        let proto: ModelProto = onnx
+            .proto_model_for_read(&mut reader)
+            .map_err(|e| ModelError::Parse(format!("{e:#}")))?;
+        if proto.graph.is_none() {
+            return Err(ModelError::Parse("the file holds no graph".into()));
+        }
+        let metadata: Vec<(String, String)> = proto
+            .metadata_props
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect();
+        let graph = onnx
+            .model_for_proto_model(&proto)
+            .map_err(|e| ModelError::Parse(format!("{e:#}")))?;
+
+        let n_in = graph
+            .input_outlets()
+            .map_err(|e| ModelError::Parse(e.to_string()))?
+            .len();
+        if n_in != 1 {
+            return Err(ModelError::InputCount { found: n_in });
+        }
+        let n_out = graph
+            .output_outlets()
+            .map_err(|e| ModelError::Parse(e.to_string()))?
+            .len();
+        if n_out < 2 {
+            return Err(ModelError::OutputCount { found: n_out });
+        }
+        let fact = graph
+            .input_fact(0)
+            .map_err(|e| ModelError::Parse(e.to_string()))?;
+        if let Some(rank) = fact.shape.rank().concretize() {
+            if rank != 4 {
+                return Err(ModelError::InputRank {
+                    found: rank as usize,
+                });
+            }
+        }
+        if let Some(c) = fact
+            .shape
+            .dims()
+            .nth(1)
+            .and_then(|d| d.concretize())
+            .and_then(|d| d.to_i64().ok())
+            .map(|d| d as usize)
+        {
+            if c != 2 {
+                return Err(ModelError::InputChannels {
+                    expected: 2,
+                    found: c,
+                });
+            }
+        }
+
+        let diam_mean = meta_f32(&metadata, "diam_mean")?.unwrap_or(30.0);
+        let diam_labels = meta_f32(&metadata, "diam_labels")?.unwrap_or(diam_mean);
+        let mut info = ModelInfo {
+            diam_mean,
+            diam_labels,
+            style_size: 0,
+            channels: meta_str(&metadata, "channels")
+                .unwrap_or_else(|| "0: channel to segment, 1: optional nucleus channel".into()),
+            version: meta_str(&metadata, "version").unwrap_or_else(|| "unknown".into()),
+            size_model: None,
+            metadata,
+        };
+        info.size_model = SizeModel::from_metadata(&info.metadata, diam_mean)?;
+        let model = Model {
+            inner: Arc::new(Inner {
+                graph,
+                info,
+                plans: Mutex::new(HashMap::new()),
+            }),
+        };
+
+        // Type the graph once at a small size: this proves every op is supported and gives
+        // the output shapes to check, before any frame arrives.
+        let probe = 32;
+        let typed = model.typed_for(1, probe, probe)?;
+        let outs = typed
+            .output_outlets()
+            .map_err(|e| ModelError::Parse(e.to_string()))?
+            .to_vec();
+        let shape_of = |i: usize| -> Result<Vec<usize>, ModelError> {
+            let f = typed
+                .outlet_fact(outs[i])
+                .map_err(|e| ModelError::Parse(e.to_string()))?;
+            f.shape
+                .as_concrete()
+                .map(|s| s.to_vec())
+                .ok_or_else(|| ModelError::OutputShape {
+                    index: i,
+                    expected: "a concrete shape".into(),
+                    found: format!("{:?}", f.shape),
+                })
+        };
+        let flows = shape_of(0)?;
+        if flows != [1, 3, probe, probe] {
+            return Err(ModelError::OutputShape {
+                index: 0,
+                expected: format!("N×3×H×W ([1, 3, {probe}, {probe}])"),
+                found: format!("{flows:?}"),
+            });
+        }
+        let style = shape_of(1)?;
+        if style.len() != 2 || style[0] != 1 || style[1] == 0 {
+            return Err(ModelError::OutputShape {
+                index: 1,
+                expected: "N×S style vector".into(),
+                found: format!("{style:?}"),
+            });
+        }
+        let mut inner = Arc::try_unwrap(model.inner)
+            .ok()
+            .expect("no other reference yet");
+        inner.info.style_size = style[1];
+        if let Some(sm) = &inner.info.size_model {
+            if sm.style_size() != style[1] {
+                return Err(ModelError::Metadata {
+                    key: "cellpose.size_model.A".into(),
+                    value: format!("{} values", sm.style_size()),
+                    reason: format!("the network's style vector has {} values", style[1]),
+                });
+            }
+        }
+        Ok(Model {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// What the file says about the model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.inner.info
+    }
+
+    fn typed_for(
+        &self,
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<TypedModel, ModelError> {
+        let err = |e: TractError| ModelError::Optimise {
+            height,
+            width,
+            message: format!("{e:#}"),
+        };
+        self.inner
+            .graph
+            .clone()
+            .with_input_fact(0, f32::fact([batch, 2, height, width]).into())
+            .map_err(err)?
+            .into_typed()
+            .map_err(err)
+    }
+
+    /// The runnable plan for an input of `batch × 2 × height × width`, optimised on first use.
+    pub(crate) fn plan(
+        &self,
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<Plan, ModelError> {
+        let key = (batch, height, width);
+        if let Some(p) = self
+            .inner
+            .plans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(p.clone());
+        }
+        let err = |e: TractError| ModelError::Optimise {
+            height,
+            width,
+            message: format!("{e:#}"),
+        };
+        let plan = self
+            .typed_for(batch, height, width)?
+            .into_optimized()
+            .map_err(err)?
+            .into_runnable()
+            .map_err(err)?;
+        log::debug!("optimised network plan for {batch}×2×{height}×{width}");
+        self.inner
+            .plans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, plan.clone());
+        Ok(plan)
+    }
+}

@@ -1,0 +1,134 @@
+//! Runs the network over the tiles of a padded image (reference `core.run_net`): tiles are
+//! batched through tract, their outputs blended back with the taper, and the style vectors
+//! of all tiles summed and L2-normalised.
+
+use tract_onnx::prelude::*;
+
+use crate::error::ModelError;
+use crate::model::Model;
+use crate::tiling::{TileBlender, TileGrid};
+
+/// Channels of the network output: dY, dX, cell-probability logit.
+pub const OUT_CHANNELS: usize = 3;
+/// Channels of the network input.
+pub const IN_CHANNELS: usize = 2;
+
+/// Buffers reused from frame to frame.
+#[derive(Default)]
+pub struct NetworkScratch {
+    batch: Vec<f32>,
+    extended: Vec<f32>,
+    blender: TileBlender,
+}
+
+/// Runs the model on `img` (`2 × height × width`, already normalised, resized and padded)
+/// and writes `3 × height × width` blended outputs to `out` and the normalised style to
+/// `style`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_tiled(
+    model: &Model,
+    img: &[f32],
+    height: usize,
+    width: usize,
+    augment: bool,
+    tile_overlap: f32,
+    batch_size: usize,
+    executor: Option<&tract_linalg::multithread::Executor>,
+    scratch: &mut NetworkScratch,
+    out: &mut [f32],
+    style: &mut Vec<f32>,
+) -> Result<(), ModelError> {
+    let grid = TileGrid::new(height, width, augment, tile_overlap);
+    // Augmentation tiles need an image of at least one tile: extend with zeros.
+    let src: &[f32] = if grid.height != height || grid.width != width {
+        let (gh, gw) = (grid.height, grid.width);
+        scratch.extended.clear();
+        scratch.extended.resize(IN_CHANNELS * gh * gw, 0.0);
+        for c in 0..IN_CHANNELS {
+            for y in 0..height {
+                let s = &img[c * height * width + y * width..c * height * width + (y + 1) * width];
+                scratch.extended[c * gh * gw + y * gw..c * gh * gw + y * gw + width]
+                    .copy_from_slice(s);
+            }
+        }
+        &scratch.extended
+    } else {
+        img
+    };
+    scratch.blender.reset(&grid, OUT_CHANNELS);
+    let (ly, lx) = (grid.ly, grid.lx);
+    let tile_in = IN_CHANNELS * ly * lx;
+    let tile_out = OUT_CHANNELS * ly * lx;
+    let style_len = model.info().style_size;
+    style.clear();
+    style.resize(style_len, 0.0);
+    let ntiles = grid.len();
+    let mut k0 = 0;
+    while k0 < ntiles {
+        let n = batch_size.min(ntiles - k0);
+        scratch.batch.resize(n * tile_in, 0.0);
+        for b in 0..n {
+            grid.extract(
+                k0 + b,
+                src,
+                IN_CHANNELS,
+                &mut scratch.batch[b * tile_in..(b + 1) * tile_in],
+            );
+        }
+        let plan = model.plan(n, ly, lx)?;
+        let input = Tensor::from_shape(&[n, IN_CHANNELS, ly, lx], &scratch.batch)
+            .map_err(|e| ModelError::Run(e.to_string()))?;
+        let run = || plan.run(tvec!(input.into()));
+        let outputs = match executor {
+            Some(ex) => tract_linalg::multithread::multithread_tract_scope(ex.clone(), run),
+            None => run(),
+        }
+        .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let y = outputs[0]
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(|e| ModelError::Run(e.to_string()))?;
+        let s = outputs[1]
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(|e| ModelError::Run(e.to_string()))?;
+        if y.len() != n * tile_out || s.len() != n * style_len {
+            return Err(ModelError::Run(format!(
+                "network returned {} and {} values, expected {} and {}",
+                y.len(),
+                s.len(),
+                n * tile_out,
+                n * style_len
+            )));
+        }
+        for b in 0..n {
+            scratch.blender.add(
+                &grid,
+                k0 + b,
+                &y[b * tile_out..(b + 1) * tile_out],
+                OUT_CHANNELS,
+            );
+        }
+        // Tile styles are summed in tile order (fixed, so the result does not depend on threads).
+        for b in 0..n {
+            for (acc, v) in style.iter_mut().zip(&s[b * style_len..(b + 1) * style_len]) {
+                *acc += *v;
+            }
+        }
+        k0 += n;
+    }
+    let norm = style
+        .iter()
+        .map(|v| (*v as f64) * (*v as f64))
+        .sum::<f64>()
+        .sqrt();
+    if norm > 0.0 {
+        for v in style.iter_mut() {
+            *v = (*v as f64 / norm) as f32;
+        }
+    }
+    scratch
+        .blender
+        .finish(&grid, OUT_CHANNELS, height, width, out);
+    Ok(())
+}

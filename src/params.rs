@@ -1,0 +1,221 @@
+//! Segmentation parameters with the reference defaults (`CellposeModel.eval` of
+//! cellpose 3.1.1.3) and their validation.
+
+use crate::error::ParamsError;
+
+/// Side of the square tiles the network sees (reference `bsize`).
+pub const TILE_SIZE: usize = 224;
+/// Network input sides must be multiples of this (four 2× poolings).
+pub const SIZE_DIVISOR: usize = 16;
+
+/// How the cell diameter, and so the rescaling of the image, is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Diameter {
+    /// Reference `diameter=None`: rescale by `diam_mean / diam_labels` of the model, i.e. to
+    /// the mean object size of the model's training set.
+    ModelDefault,
+    /// Estimate the diameter from the style vector with the model's size model, then refine
+    /// it by segmenting once (reference `SizeModel.eval`).
+    Auto,
+    /// The typical object diameter in pixels of the input image.
+    Pixels(f32),
+}
+
+/// All parameters of 2D segmentation. `Params::default()` carries the reference defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    pub diameter: Diameter,
+    /// Masks whose recomputed flows differ from the predicted ones by more than this mean
+    /// squared error are dropped. 0 turns the quality control off. Reference: 0.4.
+    pub flow_threshold: f32,
+    /// Pixels whose cell-probability logit exceeds this take part in the dynamics. Reference: 0.0.
+    pub cellprob_threshold: f32,
+    /// Masks smaller than this many pixels are removed; 0 or negative keeps them. Reference: 15.
+    pub min_size: i32,
+    /// Masks larger than this fraction of the image are removed. Reference: 0.4.
+    pub max_size_fraction: f32,
+    /// Euler steps of the dynamics; `None` is the reference rule (200 scaled by
+    /// diameter / diam_mean when the outputs are resampled).
+    pub niter: Option<u32>,
+    /// Bilinear interpolation of the flow during the dynamics (reference `interp=True`).
+    pub interp: bool,
+    /// Run the dynamics at the original image size (reference `resample=True`).
+    pub resample: bool,
+    /// Overlap fraction of neighbouring tiles, clamped to 0.05..0.5 as the reference does.
+    pub tile_overlap: f32,
+    /// Test-time augmentation: half-overlapping tiles, flipped before and after the network.
+    pub augment: bool,
+    /// Tiles per network call. Reference: 8.
+    pub batch_size: usize,
+    /// Percentiles that map to 0 and 1 in normalisation. Reference: (1, 99).
+    pub percentiles: (f32, f32),
+    /// Normalise each channel (reference `normalize=True`).
+    pub normalize: bool,
+    /// Invert the intensities after normalisation (dark objects on a bright background).
+    pub invert: bool,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            diameter: Diameter::ModelDefault,
+            flow_threshold: 0.4,
+            cellprob_threshold: 0.0,
+            min_size: 15,
+            max_size_fraction: 0.4,
+            niter: None,
+            interp: true,
+            resample: true,
+            tile_overlap: 0.1,
+            augment: false,
+            batch_size: 8,
+            percentiles: (1.0, 99.0),
+            normalize: true,
+            invert: false,
+        }
+    }
+}
+
+fn check(
+    ok: bool,
+    name: &'static str,
+    value: f64,
+    expected: &'static str,
+) -> Result<(), ParamsError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ParamsError::OutOfRange {
+            name,
+            value,
+            expected,
+        })
+    }
+}
+
+impl Params {
+    /// Rejects values the pipeline cannot honour, with the name of the offending field.
+    pub fn validate(&self) -> Result<(), ParamsError> {
+        if let Diameter::Pixels(d) = self.diameter {
+            check(
+                d.is_finite() && (1.0..=10_000.0).contains(&d),
+                "diameter",
+                d as f64,
+                "a diameter between 1 and 10000 pixels",
+            )?;
+        }
+        let ft = self.flow_threshold;
+        check(
+            ft.is_finite() && ft >= 0.0,
+            "flow_threshold",
+            ft as f64,
+            "a finite value >= 0 (0 disables the check)",
+        )?;
+        let ct = self.cellprob_threshold;
+        check(
+            ct.is_finite() && (-50.0..=50.0).contains(&ct),
+            "cellprob_threshold",
+            ct as f64,
+            "a logit between -50 and 50",
+        )?;
+        let mf = self.max_size_fraction;
+        check(
+            mf.is_finite() && mf > 0.0 && mf <= 1.0,
+            "max_size_fraction",
+            mf as f64,
+            "a fraction in (0, 1]",
+        )?;
+        if let Some(n) = self.niter {
+            check(
+                (1..=100_000).contains(&n),
+                "niter",
+                n as f64,
+                "between 1 and 100000 steps",
+            )?;
+        }
+        let to = self.tile_overlap;
+        check(
+            to.is_finite() && (0.0..=0.5).contains(&to),
+            "tile_overlap",
+            to as f64,
+            "a fraction in [0, 0.5]",
+        )?;
+        check(
+            (1..=256).contains(&self.batch_size),
+            "batch_size",
+            self.batch_size as f64,
+            "between 1 and 256 tiles",
+        )?;
+        let (lo, hi) = self.percentiles;
+        check(
+            lo.is_finite() && lo >= 0.0 && lo < hi,
+            "percentiles.0",
+            lo as f64,
+            "0 <= low < high",
+        )?;
+        check(
+            hi.is_finite() && hi <= 100.0,
+            "percentiles.1",
+            hi as f64,
+            "high <= 100",
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_reference_defaults_and_valid() {
+        let p = Params::default();
+        assert_eq!(p.flow_threshold, 0.4);
+        assert_eq!(p.cellprob_threshold, 0.0);
+        assert_eq!(p.min_size, 15);
+        assert_eq!(p.batch_size, 8);
+        assert!(p.validate().is_ok());
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_with_their_name() {
+        let p = Params {
+            flow_threshold: f32::NAN,
+            ..Params::default()
+        };
+        assert!(matches!(
+            p.validate(),
+            Err(ParamsError::OutOfRange {
+                name: "flow_threshold",
+                ..
+            })
+        ));
+        let p = Params {
+            diameter: Diameter::Pixels(0.0),
+            ..Params::default()
+        };
+        assert!(matches!(
+            p.validate(),
+            Err(ParamsError::OutOfRange {
+                name: "diameter",
+                ..
+            })
+        ));
+        let p = Params {
+            batch_size: 0,
+            ..Params::default()
+        };
+        assert!(matches!(
+            p.validate(),
+            Err(ParamsError::OutOfRange {
+                name: "batch_size",
+                ..
+            })
+        ));
+        let p = Params {
+            percentiles: (99.0, 1.0),
+            ..Params::default()
+        };
+        assert!(p.validate().is_err());
+    }
+}

@@ -1,0 +1,285 @@
+//! Preprocessing as the reference does it (`transforms.convert_image`, `normalize_img`,
+//! `resize_image`, `get_pad_yx`): channel choice, per-channel 1st–99th percentile
+//! normalisation, bilinear rescaling with OpenCV's `INTER_LINEAR` geometry, and padding to
+//! multiples of 16.
+
+use crate::params::SIZE_DIVISOR;
+
+/// Above this many samples the reference estimates percentiles on a strided subsample
+/// (`normalize99(downsample=True)`: 224³ samples).
+const PERCENTILE_FULL_LIMIT: usize = 224 * 224 * 224;
+/// Below this spread the reference treats a channel as empty and sets it to 0.
+const MIN_SPREAD: f64 = 1e-3;
+
+/// The `p`-th percentile (0..=100) with numpy's default linear interpolation. `scratch` is
+/// reordered.
+pub fn percentile(scratch: &mut [f32], p: f64) -> f64 {
+    let n = scratch.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let pos = p / 100.0 * (n - 1) as f64;
+    let lo = pos.floor() as usize;
+    let frac = pos - lo as f64;
+    let (_, v_lo, rest) = scratch.select_nth_unstable_by(lo, f32::total_cmp);
+    let v_lo = *v_lo as f64;
+    if frac == 0.0 || rest.is_empty() {
+        return v_lo;
+    }
+    let v_hi = rest.iter().copied().fold(f32::INFINITY, f32::min) as f64;
+    // numpy's lerp: a + (b - a) * t, computed as in `_lerp` for t < 0.5 and from b otherwise.
+    if frac < 0.5 {
+        v_lo + (v_hi - v_lo) * frac
+    } else {
+        v_hi - (v_hi - v_lo) * (1.0 - frac)
+    }
+}
+
+/// Normalises one channel in place so that the `lower` percentile maps to 0 and `upper` to
+/// 1 (reference `normalize99`); a channel whose percentiles nearly coincide becomes 0, and a
+/// constant channel is left as it is (reference: `np.ptp == 0` skips normalisation).
+/// Returns whether the channel was normalised (the reference's `cgood`).
+pub fn normalize_channel(
+    x: &mut [f32],
+    width: usize,
+    lower: f32,
+    upper: f32,
+    scratch: &mut Vec<f32>,
+) -> bool {
+    let (mn, mx) = x
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    if !(mx - mn > 0.0) {
+        return false;
+    }
+    scratch.clear();
+    if x.len() > PERCENTILE_FULL_LIMIT && width > 0 {
+        let height = x.len() / width;
+        let (sy, sx) = ((height / 224).max(1), (width / 224).max(1));
+        for y in (0..height).step_by(sy) {
+            scratch.extend(x[y * width..(y + 1) * width].iter().step_by(sx));
+        }
+    } else {
+        scratch.extend_from_slice(x);
+    }
+    let x01 = percentile(scratch, lower as f64);
+    let x99 = percentile(scratch, upper as f64);
+    if x99 - x01 > MIN_SPREAD {
+        let (lo, span) = (x01 as f32, (x99 - x01) as f32);
+        for v in x.iter_mut() {
+            *v = (*v - lo) / span;
+        }
+    } else {
+        x.fill(0.0);
+    }
+    true
+}
+
+/// Reduces an interleaved colour image (`nch` samples per pixel) to the network's two
+/// planes as the reference `transforms.reshape` does for `channels = [c0, c1]`:
+/// `c0 = 0` averages all colours into channel 0 (grayscale), `c0 = 1..=nch` takes that
+/// colour; `c1 = 1..=nch` takes a nucleus colour into channel 1, `c1 = 0` leaves it empty.
+pub fn reduce_channels(
+    interleaved: &[f32],
+    nch: usize,
+    channels: [usize; 2],
+    out: &mut [f32],
+) -> Result<(), crate::ParamsError> {
+    let npix = out.len() / 2;
+    let bad = |name, v: usize| crate::ParamsError::OutOfRange {
+        name,
+        value: v as f64,
+        expected: "0 (gray) or a channel index 1..=number of colours",
+    };
+    if channels[0] > nch {
+        return Err(bad("channels[0]", channels[0]));
+    }
+    if channels[1] > nch {
+        return Err(bad("channels[1]", channels[1]));
+    }
+    assert_eq!(interleaved.len(), npix * nch);
+    let (c0, c1) = out.split_at_mut(npix);
+    for i in 0..npix {
+        let px = &interleaved[i * nch..(i + 1) * nch];
+        c0[i] = if nch == 1 {
+            px[0]
+        } else if channels[0] == 0 {
+            px.iter().sum::<f32>() / nch as f32
+        } else {
+            px[channels[0] - 1]
+        };
+        c1[i] = if channels[0] != 0 && channels[1] > 0 && nch > 1 {
+            px[channels[1] - 1]
+        } else {
+            0.0
+        };
+    }
+    Ok(())
+}
+
+/// Padding (before, after) that the reference adds to a side of length `len`: up to the next
+/// multiple of 16, plus 8 pixels on each side (`get_pad_yx(div=16, extra=1)`).
+pub fn pad_for(len: usize) -> (usize, usize) {
+    let d = SIZE_DIVISOR;
+    let lpad = len.div_ceil(d) * d - len;
+    (d / 2 + lpad / 2, d / 2 + lpad - lpad / 2)
+}
+
+/// Per-axis source positions of OpenCV `INTER_LINEAR` resizing: for every destination index
+/// the left source index and the weight of the right neighbour.
+pub fn linear_coeffs(src: usize, dst: usize, idx: &mut Vec<usize>, w: &mut Vec<f32>) {
+    idx.clear();
+    w.clear();
+    let scale = src as f64 / dst as f64;
+    for d in 0..dst {
+        let f = (d as f64 + 0.5) * scale - 0.5;
+        let mut s = f.floor() as isize;
+        let mut t = (f - s as f64) as f32;
+        if s < 0 {
+            s = 0;
+            t = 0.0;
+        }
+        if s as usize >= src - 1 {
+            s = src as isize - 1;
+            t = 0.0;
+        }
+        idx.push(s as usize);
+        w.push(t);
+    }
+}
+
+/// Bilinear resize of one plane (`src_w × src_h` → `dst_w × dst_h`), horizontal pass then
+/// vertical pass in f32, as OpenCV does for float images.
+#[allow(clippy::too_many_arguments)]
+pub fn resize_plane(
+    src: &[f32],
+    src_w: usize,
+    src_h: usize,
+    dst: &mut [f32],
+    dst_w: usize,
+    dst_h: usize,
+    scratch: &mut ResizeScratch,
+) {
+    let ResizeScratch {
+        xi,
+        xw,
+        yi,
+        yw,
+        row0,
+        row1,
+    } = scratch;
+    linear_coeffs(src_w, dst_w, xi, xw);
+    linear_coeffs(src_h, dst_h, yi, yw);
+    row0.resize(dst_w, 0.0);
+    row1.resize(dst_w, 0.0);
+    let hpass = |y: usize, row: &mut [f32]| {
+        let s = &src[y * src_w..(y + 1) * src_w];
+        for x in 0..dst_w {
+            let (i, t) = (xi[x], xw[x]);
+            let right = s[(i + 1).min(src_w - 1)];
+            row[x] = s[i] * (1.0 - t) + right * t;
+        }
+    };
+    for y in 0..dst_h {
+        let (i, t) = (yi[y], yw[y]);
+        hpass(i, row0);
+        hpass((i + 1).min(src_h - 1), row1);
+        let d = &mut dst[y * dst_w..(y + 1) * dst_w];
+        for x in 0..dst_w {
+            d[x] = row0[x] * (1.0 - t) + row1[x] * t;
+        }
+    }
+}
+
+/// Reusable buffers of [`resize_plane`].
+#[derive(Debug, Default, Clone)]
+pub struct ResizeScratch {
+    xi: Vec<usize>,
+    xw: Vec<f32>,
+    yi: Vec<usize>,
+    yw: Vec<f32>,
+    row0: Vec<f32>,
+    row1: Vec<f32>,
+}
+
+/// Nearest-neighbour resize of a label plane (OpenCV `INTER_NEAREST`: source index
+/// `floor(d * src / dst)`).
+pub fn resize_labels_nearest(
+    src: &[u32],
+    src_w: usize,
+    src_h: usize,
+    dst: &mut [u32],
+    dst_w: usize,
+    dst_h: usize,
+) {
+    let (sx, sy) = (src_w as f64 / dst_w as f64, src_h as f64 / dst_h as f64);
+    for y in 0..dst_h {
+        let ys = ((y as f64 * sy).floor() as usize).min(src_h - 1);
+        for x in 0..dst_w {
+            let xs = ((x as f64 * sx).floor() as usize).min(src_w - 1);
+            dst[y * dst_w + x] = src[ys * src_w + xs];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_matches_numpy_linear_interpolation() {
+        // np.percentile(np.arange(10), [1, 50, 99]) == [0.09, 4.5, 8.91]
+        let mut v: Vec<f32> = (0..10).rev().map(|i| i as f32).collect();
+        assert!((percentile(&mut v, 1.0) - 0.09).abs() < 1e-9);
+        assert!((percentile(&mut v, 50.0) - 4.5).abs() < 1e-9);
+        assert!((percentile(&mut v, 99.0) - 8.91).abs() < 1e-6);
+    }
+
+    #[test]
+    fn normalisation_maps_percentiles_to_zero_and_one() {
+        let mut x: Vec<f32> = (0..101).map(|i| i as f32).collect();
+        let mut s = Vec::new();
+        assert!(normalize_channel(&mut x, 101, 1.0, 99.0, &mut s));
+        assert!((x[1] - 0.0).abs() < 1e-6 && (x[99] - 1.0).abs() < 1e-6);
+        let mut flat = vec![3.0f32; 16];
+        assert!(!normalize_channel(&mut flat, 4, 1.0, 99.0, &mut s));
+        assert_eq!(flat[0], 3.0);
+    }
+
+    #[test]
+    fn padding_reaches_a_multiple_of_sixteen_plus_margins() {
+        assert_eq!(pad_for(256), (8, 8));
+        assert_eq!(pad_for(250), (11, 11));
+        assert_eq!(pad_for(251), (10, 11));
+        for n in 1..100 {
+            let (a, b) = pad_for(n);
+            assert_eq!((n + a + b) % 16, 0);
+        }
+    }
+
+    #[test]
+    fn resize_to_same_size_is_identity_and_upscale_interpolates() {
+        let src: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let mut dst = vec![0.0; 12];
+        let mut s = ResizeScratch::default();
+        resize_plane(&src, 4, 3, &mut dst, 4, 3, &mut s);
+        assert_eq!(src, dst);
+        // cv2.resize(np.array([[0, 1]], np.float32), (4, 1)) == [0, 0.25, 0.75, 1]
+        let mut up = vec![0.0; 4];
+        resize_plane(&[0.0, 1.0], 2, 1, &mut up, 4, 1, &mut s);
+        assert_eq!(up, vec![0.0, 0.25, 0.75, 1.0]);
+    }
+
+    #[test]
+    fn colour_is_averaged_for_grayscale_and_picked_for_channel_choice() {
+        let rgb = [3.0, 6.0, 9.0, 0.0, 3.0, 6.0];
+        let mut out = vec![0.0; 4];
+        reduce_channels(&rgb, 3, [0, 0], &mut out).unwrap();
+        assert_eq!(out, vec![6.0, 3.0, 0.0, 0.0]);
+        reduce_channels(&rgb, 3, [2, 3], &mut out).unwrap();
+        assert_eq!(out, vec![6.0, 3.0, 9.0, 6.0]);
+        assert!(reduce_channels(&rgb, 3, [4, 0], &mut out).is_err());
+    }
+}

@@ -1,0 +1,431 @@
+//! The frame-by-frame API: a [`Segmenter`] owns a model handle, parameters and every buffer a
+//! frame needs, and turns an [`ImageView`] into a [`Segmentation`] (reference
+//! `CellposeModel.eval` for one 2D image).
+
+use crate::dynamics::{self, FLOW_SCALE};
+use crate::error::{Error, ParamsError};
+use crate::flows::{self, FlowScratch};
+use crate::image::ImageView;
+use crate::masks::{self, MaskScratch};
+use crate::model::Model;
+use crate::network::{self, IN_CHANNELS, NetworkScratch, OUT_CHANNELS};
+use crate::objects;
+use crate::params::{Diameter, Params};
+use crate::preprocess::{self, ResizeScratch};
+
+/// Euler steps of the reference at the network's scale (`niter=200`).
+const BASE_NITER: f32 = 200.0;
+
+/// Result of segmenting one frame. Buffers are reused by [`Segmenter::segment_into`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Segmentation {
+    pub width: usize,
+    pub height: usize,
+    /// Labels 0 (background) and 1..=n_objects, row-major.
+    pub labels: Vec<u32>,
+    pub n_objects: u32,
+    /// Network flows at the image size: the dY plane then the dX plane.
+    pub flows: Vec<f32>,
+    /// Cell-probability logits at the image size.
+    pub cell_prob: Vec<f32>,
+    /// L2-normalised style vector.
+    pub style: Vec<f32>,
+    /// Object diameter (pixels) the image was rescaled for.
+    pub diameter_used: f32,
+}
+
+/// Buffers owned by a segmenter, sized on the first frame of a size.
+#[derive(Default)]
+struct Workspace {
+    planes: Vec<f32>,
+    norm_scratch: Vec<f32>,
+    resized: Vec<f32>,
+    padded: Vec<f32>,
+    net_out: Vec<f32>,
+    cropped: Vec<f32>,
+    resize: ResizeScratch,
+    net: NetworkScratch,
+    moving_y: Vec<u32>,
+    moving_x: Vec<u32>,
+    moving_idx: Vec<u32>,
+    end_y: Vec<u32>,
+    end_x: Vec<u32>,
+    masked_flow: Vec<f32>,
+    mask_scratch: MaskScratch,
+    flow_scratch: FlowScratch,
+    mask_flows: Vec<f32>,
+    small_labels: Vec<u32>,
+}
+
+/// Segments frames with one model and one parameter set. One segmenter is used by one
+/// thread at a time; make one per thread to share a [`Model`].
+pub struct Segmenter {
+    model: Model,
+    params: Params,
+    threads: usize,
+    executor: Option<tract_linalg::multithread::Executor>,
+    ws: Workspace,
+}
+
+impl Segmenter {
+    /// A segmenter with validated parameters, running the network on one thread.
+    pub fn new(model: Model, params: Params) -> Result<Segmenter, Error> {
+        params.validate()?;
+        if params.diameter == Diameter::Auto && model.info().size_model.is_none() {
+            return Err(ParamsError::NoSizeModel.into());
+        }
+        Ok(Segmenter {
+            model,
+            params,
+            threads: 1,
+            executor: None,
+            ws: Workspace::default(),
+        })
+    }
+
+    /// Runs the network's matrix products and the dynamics on `threads` threads (a pool
+    /// owned by this segmenter). Results are identical for every thread count.
+    pub fn with_threads(mut self, threads: usize) -> Result<Segmenter, Error> {
+        if threads == 0 || threads > 256 {
+            return Err(ParamsError::OutOfRange {
+                name: "threads",
+                value: threads as f64,
+                expected: "between 1 and 256",
+            }
+            .into());
+        }
+        self.threads = threads;
+        self.executor =
+            (threads > 1).then(|| tract_linalg::multithread::Executor::multithread(threads));
+        Ok(self)
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Replaces the parameters (validated first; the old ones stay on error).
+    pub fn set_params(&mut self, params: Params) -> Result<(), Error> {
+        params.validate()?;
+        if params.diameter == Diameter::Auto && self.model.info().size_model.is_none() {
+            return Err(ParamsError::NoSizeModel.into());
+        }
+        self.params = params;
+        Ok(())
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Segments one frame into a new [`Segmentation`].
+    pub fn segment(&mut self, image: &ImageView) -> Result<Segmentation, Error> {
+        let mut out = Segmentation::default();
+        self.segment_into(image, &mut out)?;
+        Ok(out)
+    }
+
+    /// Segments one frame into `out`, reusing its buffers.
+    pub fn segment_into(&mut self, image: &ImageView, out: &mut Segmentation) -> Result<(), Error> {
+        let (w, h) = (image.width(), image.height());
+        let npix = w * h;
+        // Channels → two normalised planes.
+        let ws = &mut self.ws;
+        ws.planes.clear();
+        ws.planes.resize(IN_CHANNELS * npix, 0.0);
+        for c in 0..image.channels() {
+            image.channel_to_f32(c, &mut ws.planes[c * npix..(c + 1) * npix]);
+        }
+        if ws.planes.iter().any(|v| !v.is_finite()) {
+            return Err(crate::ImageError::NotFinite.into());
+        }
+        if self.params.normalize {
+            let (lo, hi) = self.params.percentiles;
+            for c in 0..IN_CHANNELS {
+                let plane = &mut ws.planes[c * npix..(c + 1) * npix];
+                let good = preprocess::normalize_channel(plane, w, lo, hi, &mut ws.norm_scratch);
+                if good && self.params.invert {
+                    plane.iter_mut().for_each(|v| *v = 1.0 - *v);
+                }
+            }
+        }
+        let info = self.model.info();
+        let (diam_mean, diam_labels) = (info.diam_mean, info.diam_labels);
+        match self.params.diameter {
+            Diameter::Pixels(d) => {
+                self.run_at(w, h, diam_mean / d, true, self.params.interp, out)?
+            }
+            Diameter::ModelDefault => {
+                self.run_at(w, h, diam_mean / diam_labels, true, self.params.interp, out)?
+            }
+            Diameter::Auto => {
+                // Reference SizeModel.eval: style at scale 1 → regression estimate → one
+                // segmentation at that scale (no resampling, no interpolation) → median
+                // diameter of its masks.
+                self.run_network(w, h, 1.0, out)?;
+                let sm = self
+                    .model
+                    .info()
+                    .size_model
+                    .clone()
+                    .expect("checked in new()");
+                let d_style = sm.estimate(&out.style);
+                self.run_at(w, h, diam_mean / d_style, false, false, out)?;
+                let d = objects::median_diameter(&out.labels);
+                let d = if d > 0.0 && d.is_finite() {
+                    d
+                } else {
+                    diam_mean
+                };
+                log::debug!("auto diameter: style {d_style:.2} px, refined {d:.2} px");
+                self.run_at(w, h, diam_mean / d, true, self.params.interp, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Network at `rescale`, then dynamics and masks (at image size when `resample`).
+    fn run_at(
+        &mut self,
+        w: usize,
+        h: usize,
+        rescale: f32,
+        resample: bool,
+        interp: bool,
+        out: &mut Segmentation,
+    ) -> Result<(), Error> {
+        let (rw, rh) = self.run_network(w, h, rescale, out)?;
+        // Reference: niter = 200 / rescale when resampling, 200 otherwise.
+        let niter = self
+            .params
+            .niter
+            .unwrap_or(if resample {
+                (BASE_NITER / rescale) as u32
+            } else {
+                BASE_NITER as u32
+            })
+            .max(1);
+        if resample || (rw, rh) == (w, h) {
+            self.compute_masks(
+                &out.flows.clone(),
+                &out.cell_prob.clone(),
+                w,
+                h,
+                niter,
+                interp,
+                &mut out.labels,
+            );
+        } else {
+            // Dynamics at the network's scale; labels resized to the image (nearest).
+            let npix = rw * rh;
+            let (flows, prob) = (
+                self.ws.cropped[..2 * npix].to_vec(),
+                self.ws.cropped[2 * npix..3 * npix].to_vec(),
+            );
+            let mut small = std::mem::take(&mut self.ws.small_labels);
+            small.resize(npix, 0);
+            self.compute_masks(&flows, &prob, rw, rh, niter, interp, &mut small);
+            out.labels.resize(w * h, 0);
+            preprocess::resize_labels_nearest(&small, rw, rh, &mut out.labels, w, h);
+            self.ws.small_labels = small;
+        }
+        out.n_objects =
+            masks::fill_holes_and_remove_small(&mut out.labels, [1, h, w], self.params.min_size);
+        out.diameter_used = self.model.info().diam_mean / rescale;
+        Ok(())
+    }
+
+    /// Resizes the normalised planes by `rescale`, pads, runs the tiled network, crops, and
+    /// writes flows and cell probability at image size into `out` (the network-scale crop
+    /// stays in the workspace). Returns the network-scale size.
+    fn run_network(
+        &mut self,
+        w: usize,
+        h: usize,
+        rescale: f32,
+        out: &mut Segmentation,
+    ) -> Result<(usize, usize), Error> {
+        let ws = &mut self.ws;
+        let npix = w * h;
+        // Reference: Lyr = int(Ly * rsz).
+        let (rw, rh) = if rescale != 1.0 {
+            (
+                ((w as f64) * rescale as f64) as usize,
+                ((h as f64) * rescale as f64) as usize,
+            )
+        } else {
+            (w, h)
+        };
+        if rw == 0 || rh == 0 {
+            return Err(ParamsError::OutOfRange {
+                name: "diameter",
+                value: (self.model.info().diam_mean / rescale) as f64,
+                expected: "small enough that the rescaled image keeps at least one pixel",
+            }
+            .into());
+        }
+        let src: &[f32] = if (rw, rh) != (w, h) {
+            ws.resized.resize(IN_CHANNELS * rw * rh, 0.0);
+            for c in 0..IN_CHANNELS {
+                preprocess::resize_plane(
+                    &ws.planes[c * npix..(c + 1) * npix],
+                    w,
+                    h,
+                    &mut ws.resized[c * rw * rh..(c + 1) * rw * rh],
+                    rw,
+                    rh,
+                    &mut ws.resize,
+                );
+            }
+            &ws.resized
+        } else {
+            &ws.planes
+        };
+        let (py0, py1) = preprocess::pad_for(rh);
+        let (px0, px1) = preprocess::pad_for(rw);
+        let (ph, pw) = (rh + py0 + py1, rw + px0 + px1);
+        ws.padded.clear();
+        ws.padded.resize(IN_CHANNELS * ph * pw, 0.0);
+        for c in 0..IN_CHANNELS {
+            for y in 0..rh {
+                let s = &src[c * rw * rh + y * rw..c * rw * rh + (y + 1) * rw];
+                let d0 = c * ph * pw + (y + py0) * pw + px0;
+                ws.padded[d0..d0 + rw].copy_from_slice(s);
+            }
+        }
+        ws.net_out.resize(OUT_CHANNELS * ph * pw, 0.0);
+        network::run_tiled(
+            &self.model,
+            &ws.padded,
+            ph,
+            pw,
+            self.params.augment,
+            self.params.tile_overlap,
+            self.params.batch_size,
+            self.executor.as_ref(),
+            &mut ws.net,
+            &mut ws.net_out,
+            &mut out.style,
+        )?;
+        ws.cropped.resize(OUT_CHANNELS * rw * rh, 0.0);
+        for c in 0..OUT_CHANNELS {
+            for y in 0..rh {
+                let s0 = c * ph * pw + (y + py0) * pw + px0;
+                ws.cropped[c * rw * rh + y * rw..c * rw * rh + (y + 1) * rw]
+                    .copy_from_slice(&ws.net_out[s0..s0 + rw]);
+            }
+        }
+        out.width = w;
+        out.height = h;
+        out.flows.resize(2 * npix, 0.0);
+        out.cell_prob.resize(npix, 0.0);
+        out.labels.resize(npix, 0);
+        let rnp = rw * rh;
+        for c in 0..OUT_CHANNELS {
+            let dst = if c < 2 {
+                &mut out.flows[c * npix..(c + 1) * npix]
+            } else {
+                &mut out.cell_prob[..]
+            };
+            if (rw, rh) != (w, h) {
+                preprocess::resize_plane(
+                    &ws.cropped[c * rnp..(c + 1) * rnp],
+                    rw,
+                    rh,
+                    dst,
+                    w,
+                    h,
+                    &mut ws.resize,
+                );
+            } else {
+                dst.copy_from_slice(&ws.cropped[c * rnp..(c + 1) * rnp]);
+            }
+        }
+        Ok((rw, rh))
+    }
+
+    /// Reference `compute_masks` on one 2D map: dynamics of the pixels above the threshold,
+    /// sinks → labels, flow-error quality control.
+    #[allow(clippy::too_many_arguments)]
+    fn compute_masks(
+        &mut self,
+        flows: &[f32],
+        cell_prob: &[f32],
+        w: usize,
+        h: usize,
+        niter: u32,
+        interp: bool,
+        labels: &mut [u32],
+    ) {
+        let ws = &mut self.ws;
+        let npix = w * h;
+        let th = self.params.cellprob_threshold;
+        ws.moving_y.clear();
+        ws.moving_x.clear();
+        ws.moving_idx.clear();
+        ws.masked_flow.clear();
+        ws.masked_flow.resize(2 * npix, 0.0);
+        for i in 0..npix {
+            if cell_prob[i] > th {
+                ws.moving_y.push((i / w) as u32);
+                ws.moving_x.push((i % w) as u32);
+                ws.moving_idx.push(i as u32);
+                ws.masked_flow[i] = flows[i] / FLOW_SCALE;
+                ws.masked_flow[npix + i] = flows[npix + i] / FLOW_SCALE;
+            }
+        }
+        labels.fill(0);
+        if ws.moving_idx.is_empty() {
+            return;
+        }
+        let n = ws.moving_idx.len();
+        ws.end_y.resize(n, 0);
+        ws.end_x.resize(n, 0);
+        let run = |ws: &mut Workspace| {
+            dynamics::follow_flows(
+                &ws.masked_flow,
+                h,
+                w,
+                &ws.moving_y,
+                &ws.moving_x,
+                niter,
+                interp,
+                &mut ws.end_y,
+                &mut ws.end_x,
+            )
+        };
+        match self.threads {
+            1 => run(ws),
+            t => rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .map(|p| p.install(|| run(ws)))
+                .unwrap_or_else(|_| run(ws)),
+        }
+        masks::labels_from_positions(
+            &ws.end_y,
+            &ws.end_x,
+            &ws.moving_idx,
+            h,
+            w,
+            self.params.max_size_fraction,
+            &mut ws.mask_scratch,
+            labels,
+        );
+        if self.params.flow_threshold > 0.0 && labels.iter().any(|&l| l > 0) {
+            let errors = flows::flow_errors(
+                labels,
+                flows,
+                h,
+                w,
+                &mut ws.flow_scratch,
+                &mut ws.mask_flows,
+            );
+            let mut drop = vec![false; errors.len() + 1];
+            for (l, e) in errors.iter().enumerate() {
+                drop[l + 1] = *e > self.params.flow_threshold as f64;
+            }
+            masks::remove_labels(labels, &drop);
+        }
+    }
+}

@@ -25,6 +25,7 @@
 pub mod dynamics;
 pub mod error;
 pub mod flows;
+pub mod flows_to_masks;
 pub mod image;
 pub mod masks;
 pub mod metrics;
@@ -33,12 +34,14 @@ pub mod network;
 pub mod objects;
 pub mod params;
 pub mod preprocess;
+pub mod render;
 pub mod segmenter;
 pub mod size_model;
 pub mod tiling;
 
 pub use error::{Error, ImageError, ModelError, ParamsError};
 pub use flows::masks_to_flows;
+pub use flows_to_masks::MaskFormation;
 pub use image::{ChannelLayout, ImageView, PixelType};
 pub use model::{Model, ModelInfo};
 pub use objects::{ObjectSummary, object_summaries};

@@ -39,6 +39,14 @@ pub struct ModelInfo {
     pub size_model: Option<SizeModel>,
 }
 
+/// A graph input or output as the model file declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorDecl {
+    pub name: String,
+    /// Dimensions then element type, symbolic dimensions by name (e.g. `batch,2,H,W,F32`).
+    pub shape: String,
+}
+
 type Plan = Arc<TypedRunnableModel>;
 
 struct Inner {
@@ -233,6 +241,30 @@ impl Model {
     /// What the file says about the model.
     pub fn info(&self) -> &ModelInfo {
         &self.inner.info
+    }
+
+    /// The graph's inputs and outputs as the file declares them, before any shape is fixed.
+    pub fn declared_io(&self) -> (Vec<TensorDecl>, Vec<TensorDecl>) {
+        let g = &self.inner.graph;
+        let describe = |outlets: &[OutletId]| -> Vec<TensorDecl> {
+            outlets
+                .iter()
+                .map(|&o| TensorDecl {
+                    name: g
+                        .outlet_label(o)
+                        .unwrap_or(&g.node(o.node).name)
+                        .to_string(),
+                    shape: g
+                        .outlet_fact(o)
+                        .map(|f| format!("{f:?}"))
+                        .unwrap_or_else(|_| "?".into()),
+                })
+                .collect()
+        };
+        (
+            describe(g.input_outlets().unwrap_or(&[])),
+            describe(g.output_outlets().unwrap_or(&[])),
+        )
     }
 
     fn typed_for(

@@ -2,11 +2,10 @@
 //! frame needs, and turns an [`ImageView`] into a [`Segmentation`] (reference
 //! `CellposeModel.eval` for one 2D image).
 
-use crate::dynamics::{self, FLOW_SCALE};
 use crate::error::{Error, ParamsError};
-use crate::flows::{self, FlowScratch};
+use crate::flows_to_masks::MaskFormation;
 use crate::image::ImageView;
-use crate::masks::{self, MaskScratch};
+use crate::masks;
 use crate::model::Model;
 use crate::network::{self, IN_CHANNELS, NetworkScratch, OUT_CHANNELS};
 use crate::objects;
@@ -45,15 +44,7 @@ struct Workspace {
     cropped: Vec<f32>,
     resize: ResizeScratch,
     net: NetworkScratch,
-    moving_y: Vec<u32>,
-    moving_x: Vec<u32>,
-    moving_idx: Vec<u32>,
-    end_y: Vec<u32>,
-    end_x: Vec<u32>,
-    masked_flow: Vec<f32>,
-    mask_scratch: MaskScratch,
-    flow_scratch: FlowScratch,
-    mask_flows: Vec<f32>,
+    masks: MaskFormation,
     small_labels: Vec<u32>,
 }
 
@@ -205,29 +196,37 @@ impl Segmenter {
                 BASE_NITER as u32
             })
             .max(1);
+        let ws = &mut self.ws;
         if resample || (rw, rh) == (w, h) {
-            self.compute_masks(
-                &out.flows.clone(),
-                &out.cell_prob.clone(),
+            ws.masks.raw_labels(
+                &out.flows,
+                &out.cell_prob,
                 w,
                 h,
+                &self.params,
                 niter,
                 interp,
+                self.threads,
                 &mut out.labels,
             );
         } else {
             // Dynamics at the network's scale; labels resized to the image (nearest).
             let npix = rw * rh;
-            let (flows, prob) = (
-                self.ws.cropped[..2 * npix].to_vec(),
-                self.ws.cropped[2 * npix..3 * npix].to_vec(),
+            let (flows, prob) = ws.cropped[..3 * npix].split_at(2 * npix);
+            ws.small_labels.resize(npix, 0);
+            ws.masks.raw_labels(
+                flows,
+                prob,
+                rw,
+                rh,
+                &self.params,
+                niter,
+                interp,
+                self.threads,
+                &mut ws.small_labels,
             );
-            let mut small = std::mem::take(&mut self.ws.small_labels);
-            small.resize(npix, 0);
-            self.compute_masks(&flows, &prob, rw, rh, niter, interp, &mut small);
             out.labels.resize(w * h, 0);
-            preprocess::resize_labels_nearest(&small, rw, rh, &mut out.labels, w, h);
-            self.ws.small_labels = small;
+            preprocess::resize_labels_nearest(&ws.small_labels, rw, rh, &mut out.labels, w, h);
         }
         out.n_objects =
             masks::fill_holes_and_remove_small(&mut out.labels, [1, h, w], self.params.min_size);
@@ -342,90 +341,5 @@ impl Segmenter {
             }
         }
         Ok((rw, rh))
-    }
-
-    /// Reference `compute_masks` on one 2D map: dynamics of the pixels above the threshold,
-    /// sinks → labels, flow-error quality control.
-    #[allow(clippy::too_many_arguments)]
-    fn compute_masks(
-        &mut self,
-        flows: &[f32],
-        cell_prob: &[f32],
-        w: usize,
-        h: usize,
-        niter: u32,
-        interp: bool,
-        labels: &mut [u32],
-    ) {
-        let ws = &mut self.ws;
-        let npix = w * h;
-        let th = self.params.cellprob_threshold;
-        ws.moving_y.clear();
-        ws.moving_x.clear();
-        ws.moving_idx.clear();
-        ws.masked_flow.clear();
-        ws.masked_flow.resize(2 * npix, 0.0);
-        for i in 0..npix {
-            if cell_prob[i] > th {
-                ws.moving_y.push((i / w) as u32);
-                ws.moving_x.push((i % w) as u32);
-                ws.moving_idx.push(i as u32);
-                ws.masked_flow[i] = flows[i] / FLOW_SCALE;
-                ws.masked_flow[npix + i] = flows[npix + i] / FLOW_SCALE;
-            }
-        }
-        labels.fill(0);
-        if ws.moving_idx.is_empty() {
-            return;
-        }
-        let n = ws.moving_idx.len();
-        ws.end_y.resize(n, 0);
-        ws.end_x.resize(n, 0);
-        let run = |ws: &mut Workspace| {
-            dynamics::follow_flows(
-                &ws.masked_flow,
-                h,
-                w,
-                &ws.moving_y,
-                &ws.moving_x,
-                niter,
-                interp,
-                &mut ws.end_y,
-                &mut ws.end_x,
-            )
-        };
-        match self.threads {
-            1 => run(ws),
-            t => rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .map(|p| p.install(|| run(ws)))
-                .unwrap_or_else(|_| run(ws)),
-        }
-        masks::labels_from_positions(
-            &ws.end_y,
-            &ws.end_x,
-            &ws.moving_idx,
-            h,
-            w,
-            self.params.max_size_fraction,
-            &mut ws.mask_scratch,
-            labels,
-        );
-        if self.params.flow_threshold > 0.0 && labels.iter().any(|&l| l > 0) {
-            let errors = flows::flow_errors(
-                labels,
-                flows,
-                h,
-                w,
-                &mut ws.flow_scratch,
-                &mut ws.mask_flows,
-            );
-            let mut drop = vec![false; errors.len() + 1];
-            for (l, e) in errors.iter().enumerate() {
-                drop[l + 1] = *e > self.params.flow_threshold as f64;
-            }
-            masks::remove_labels(labels, &drop);
-        }
     }
 }

@@ -1,0 +1,146 @@
+//! Network outputs → label image (reference `dynamics.compute_masks` followed by
+//! `utils.fill_holes_and_remove_small_masks`): dynamics of the pixels above the
+//! cell-probability threshold, sinks → labels, flow-error quality control, hole filling,
+//! small-mask removal. Usable on its own, e.g. on flows computed elsewhere.
+
+use crate::dynamics::{self, FLOW_SCALE};
+use crate::flows::{self, FlowScratch};
+use crate::masks::{self, MaskScratch};
+use crate::params::Params;
+
+/// Buffers of the mask stage, reused from frame to frame.
+#[derive(Default)]
+pub struct MaskFormation {
+    moving_y: Vec<u32>,
+    moving_x: Vec<u32>,
+    moving_idx: Vec<u32>,
+    end_y: Vec<u32>,
+    end_x: Vec<u32>,
+    masked_flow: Vec<f32>,
+    mask_scratch: MaskScratch,
+    flow_scratch: FlowScratch,
+    mask_flows: Vec<f32>,
+    pool: Option<(usize, rayon::ThreadPool)>,
+}
+
+impl MaskFormation {
+    pub fn new() -> MaskFormation {
+        MaskFormation::default()
+    }
+
+    /// Labels (before hole filling and size filtering) from raw network flows
+    /// (`2 × h × w`, dY then dX, not divided by 5) and cell-probability logits.
+    /// `threads` > 1 integrates pixels in parallel; the labels do not change.
+    #[allow(clippy::too_many_arguments)]
+    pub fn raw_labels(
+        &mut self,
+        flows: &[f32],
+        cell_prob: &[f32],
+        w: usize,
+        h: usize,
+        params: &Params,
+        niter: u32,
+        interp: bool,
+        threads: usize,
+        labels: &mut [u32],
+    ) {
+        let npix = w * h;
+        assert!(flows.len() == 2 * npix && cell_prob.len() == npix && labels.len() == npix);
+        let th = params.cellprob_threshold;
+        self.moving_y.clear();
+        self.moving_x.clear();
+        self.moving_idx.clear();
+        self.masked_flow.clear();
+        self.masked_flow.resize(2 * npix, 0.0);
+        for i in 0..npix {
+            if cell_prob[i] > th {
+                self.moving_y.push((i / w) as u32);
+                self.moving_x.push((i % w) as u32);
+                self.moving_idx.push(i as u32);
+                self.masked_flow[i] = flows[i] / FLOW_SCALE;
+                self.masked_flow[npix + i] = flows[npix + i] / FLOW_SCALE;
+            }
+        }
+        labels.fill(0);
+        let n = self.moving_idx.len();
+        if n == 0 {
+            return;
+        }
+        self.end_y.resize(n, 0);
+        self.end_x.resize(n, 0);
+        let (fl, my, mx, ey, ex) = (
+            &self.masked_flow,
+            &self.moving_y,
+            &self.moving_x,
+            &mut self.end_y,
+            &mut self.end_x,
+        );
+        let mut run = || dynamics::follow_flows(fl, h, w, my, mx, niter, interp, ey, ex);
+        // The session's own pool (one thread included) keeps rayon off its global pool, so
+        // a session uses the threads it was given and no more.
+        if self.pool.as_ref().map(|p| p.0) != Some(threads) {
+            self.pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads.max(1))
+                .build()
+                .ok()
+                .map(|p| (threads, p));
+        }
+        match &self.pool {
+            Some((_, p)) => p.install(run),
+            None => run(),
+        }
+        masks::labels_from_positions(
+            &self.end_y,
+            &self.end_x,
+            &self.moving_idx,
+            h,
+            w,
+            params.max_size_fraction,
+            &mut self.mask_scratch,
+            labels,
+        );
+        if params.flow_threshold > 0.0 && labels.iter().any(|&l| l > 0) {
+            let errors = flows::flow_errors(
+                labels,
+                flows,
+                h,
+                w,
+                &mut self.flow_scratch,
+                &mut self.mask_flows,
+            );
+            let mut drop = vec![false; errors.len() + 1];
+            for (l, e) in errors.iter().enumerate() {
+                drop[l + 1] = *e > params.flow_threshold as f64;
+            }
+            masks::remove_labels(labels, &drop);
+        }
+    }
+
+    /// The whole stage: [`raw_labels`](Self::raw_labels), then hole filling and removal of
+    /// masks under `params.min_size`; returns the number of objects (labels 1..=n).
+    #[allow(clippy::too_many_arguments)]
+    pub fn labels(
+        &mut self,
+        flows: &[f32],
+        cell_prob: &[f32],
+        w: usize,
+        h: usize,
+        params: &Params,
+        niter: u32,
+        threads: usize,
+        labels: &mut [u32],
+    ) -> u32 {
+        self.raw_labels(
+            flows,
+            cell_prob,
+            w,
+            h,
+            params,
+            niter,
+            params.interp,
+            threads,
+            labels,
+        );
+        masks::fill_holes_and_remove_small(labels, [1, h, w], params.min_size)
+    }
+}

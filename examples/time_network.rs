@@ -1,0 +1,18 @@
+//! Times the network alone in tract on one input size: `cargo run --release --example
+//! time_network -- MODEL [SIDE] [BATCH] [THREADS] [REPEATS]`. Prints the median time.
+use cellpose::Model;
+use std::time::Instant;
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let model = Model::load(&a[1]).expect("model");
+    let side: usize = a.get(2).map(|s| s.parse().unwrap()).unwrap_or(224);
+    let batch: usize = a.get(3).map(|s| s.parse().unwrap()).unwrap_or(1);
+    let threads: usize = a.get(4).map(|s| s.parse().unwrap()).unwrap_or(1);
+    let reps: usize = a.get(5).map(|s| s.parse().unwrap()).unwrap_or(10);
+    let t = Instant::now();
+    let mut times = cellpose::network::time_plan(&model, batch, side, side, threads, reps).expect("run");
+    eprintln!("plan + runs: {:.2}s", t.elapsed().as_secs_f64());
+    times.sort_by(f64::total_cmp);
+    println!("{} side={side} batch={batch} threads={threads} median_ms={:.2} min_ms={:.2}", a[1], times[times.len() / 2] * 1e3, times[0] * 1e3);
+}

@@ -27,10 +27,21 @@ pub fn read_png(path: &Path) -> Png {
     let info = reader.next_frame(&mut buf).unwrap();
     let channels = info.color_type.samples();
     let data: Vec<u16> = match info.bit_depth {
-        png::BitDepth::Sixteen => buf[..info.buffer_size()].chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect(),
-        _ => buf[..info.buffer_size()].iter().map(|&v| v as u16).collect(),
+        png::BitDepth::Sixteen => buf[..info.buffer_size()]
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect(),
+        _ => buf[..info.buffer_size()]
+            .iter()
+            .map(|&v| v as u16)
+            .collect(),
     };
-    Png { width: info.width as usize, height: info.height as usize, channels, data }
+    Png {
+        width: info.width as usize,
+        height: info.height as usize,
+        channels,
+        data,
+    }
 }
 
 /// The image of a committed test sample as one gray u8 plane (colour averaged as the
@@ -39,7 +50,14 @@ pub fn sample_gray(name: &str) -> (usize, usize, Vec<f32>) {
     let p = read_png(&root().join(format!("tests/data/{name}_img.png")));
     let n = p.width * p.height;
     let c = p.channels.min(3);
-    let gray: Vec<f32> = (0..n).map(|i| (0..c).map(|k| p.data[i * p.channels + k] as f32).sum::<f32>() / c as f32).collect();
+    let gray: Vec<f32> = (0..n)
+        .map(|i| {
+            (0..c)
+                .map(|k| p.data[i * p.channels + k] as f32)
+                .sum::<f32>()
+                / c as f32
+        })
+        .collect();
     (p.width, p.height, gray)
 }
 

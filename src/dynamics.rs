@@ -81,51 +81,93 @@ pub fn follow_flows(
         });
 }
 
-/// 3D dynamics (reference `steps3D` semantics with trilinear interpolation of
-/// `3 × depth × height × width` flows dZ, dY, dX). Writes truncated positions.
-#[allow(clippy::too_many_arguments)]
+/// 3D dynamics as the reference runs them (`steps_interp` for three dimensions, which always
+/// goes through torch's `grid_sample` with `align_corners=False` and zero padding).
+///
+/// Positions live in normalised grid units: a voxel index `i` along an axis of `n` voxels
+/// starts at `2 i / (n - 1) - 1`, but `grid_sample` reads the field at
+/// `((g + 1) n - 1) / 2`, i.e. half a voxel off at the borders, with samples outside the
+/// field counting as zero. Each step adds the trilinearly sampled flow (itself scaled to
+/// grid units) and clamps to `[-1, 1]`; at the end positions are mapped back by
+/// `(g + 1) / 2 (n - 1)` and truncated. Every operation is f32 in the reference's order.
+///
+/// `flow` is `3 × depth × height × width` (dZ, dY, dX), already multiplied by the
+/// cell-probability mask and divided by [`FLOW_SCALE`]; it is **rescaled in place** to grid
+/// units (so a volume's flows need no second copy). `voxels` are the row-major indices of the
+/// moving voxels; `out[i]` receives the truncated final (z, y, x) of `voxels[i]`.
+/// Every side must be at least 2 voxels. Voxels are independent, so the result does not
+/// depend on the number of threads.
 pub fn follow_flows_3d(
-    flow: &[f32],
+    flow: &mut [f32],
     shape: [usize; 3],
-    pts: &[[u32; 3]],
+    voxels: &[u32],
     niter: u32,
     out: &mut [[u32; 3]],
 ) {
     let [d, h, w] = shape;
-    let plane = d * h * w;
-    assert!(flow.len() == 3 * plane && pts.len() == out.len());
-    let maxs = [(d - 1) as f32, (h - 1) as f32, (w - 1) as f32];
+    let n = d * h * w;
+    assert!(d >= 2 && h >= 2 && w >= 2, "every side needs two voxels");
+    assert!(flow.len() == 3 * n && voxels.len() == out.len());
+    // Grid units per voxel along z, y, x (reference: `im[:, k] *= 2. / (size - 1)`, an f64
+    // factor rounded to f32 by torch).
+    for (a, len) in [d, h, w].into_iter().enumerate() {
+        let s = (2.0 / (len - 1) as f64) as f32;
+        flow[a * n..(a + 1) * n].iter_mut().for_each(|v| *v *= s);
+    }
+    let flow: &[f32] = flow;
+    // Axis order below is the reference's grid order: x, y, z.
+    let sizes = [w, h, d];
+    let sizes_f = [w as f32, h as f32, d as f32];
+    let last = [(w - 1) as f32, (h - 1) as f32, (d - 1) as f32];
+    let planes = [&flow[2 * n..3 * n], &flow[n..2 * n], &flow[..n]];
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
         for (k, dst) in o.iter_mut().enumerate() {
-            let p0 = pts[c * CHUNK + k];
-            let mut p = [p0[0] as f32, p0[1] as f32, p0[2] as f32];
+            let v = voxels[c * CHUNK + k] as usize;
+            let start = [(v % w) as f32, ((v / w) % h) as f32, (v / (w * h)) as f32];
+            let mut g = [0.0f32; 3];
+            for a in 0..3 {
+                g[a] = start[a] / last[a] * 2.0 - 1.0;
+            }
             for _ in 0..niter {
-                let f = [p[0] as usize, p[1] as usize, p[2] as usize];
-                let t = [p[0] - f[0] as f32, p[1] - f[1] as f32, p[2] - f[2] as f32];
-                let f1 = [
-                    (f[0] + 1).min(d - 1),
-                    (f[1] + 1).min(h - 1),
-                    (f[2] + 1).min(w - 1),
-                ];
-                let mut v = [0.0f32; 3];
-                for (corner, wgt) in (0..8).map(|b| {
-                    let z = if b & 4 != 0 { f1[0] } else { f[0] };
-                    let y = if b & 2 != 0 { f1[1] } else { f[1] };
-                    let x = if b & 1 != 0 { f1[2] } else { f[2] };
-                    let wz = if b & 4 != 0 { t[0] } else { 1.0 - t[0] };
-                    let wy = if b & 2 != 0 { t[1] } else { 1.0 - t[1] };
-                    let wx = if b & 1 != 0 { t[2] } else { 1.0 - t[2] };
-                    ((z * h + y) * w + x, wz * wy * wx)
-                }) {
+                let mut lo = [0i64; 3];
+                let mut w0 = [0.0f32; 3];
+                let mut w1 = [0.0f32; 3];
+                for a in 0..3 {
+                    let i = ((g[a] + 1.0) * sizes_f[a] - 1.0) / 2.0;
+                    let f = i.floor();
+                    lo[a] = f as i64;
+                    w0[a] = (f + 1.0) - i;
+                    w1[a] = i - f;
+                }
+                let mut acc = [0.0f32; 3];
+                // Corners in torch's order: z outer, then y, then x.
+                for corner in 0..8 {
+                    let (bz, by, bx) = ((corner >> 2) & 1, (corner >> 1) & 1, corner & 1);
+                    let (x, y, z) = (lo[0] + bx as i64, lo[1] + by as i64, lo[2] + bz as i64);
+                    if x < 0
+                        || y < 0
+                        || z < 0
+                        || x >= sizes[0] as i64
+                        || y >= sizes[1] as i64
+                        || z >= sizes[2] as i64
+                    {
+                        continue;
+                    }
+                    let wx = if bx == 1 { w1[0] } else { w0[0] };
+                    let wy = if by == 1 { w1[1] } else { w0[1] };
+                    let wz = if bz == 1 { w1[2] } else { w0[2] };
+                    let weight = wx * wy * wz;
+                    let at = (z as usize * h + y as usize) * w + x as usize;
                     for a in 0..3 {
-                        v[a] += flow[a * plane + corner] * wgt;
+                        acc[a] += planes[a][at] * weight;
                     }
                 }
                 for a in 0..3 {
-                    p[a] = (p[a] + v[a]).clamp(0.0, maxs[a]);
+                    g[a] = (g[a] + acc[a]).clamp(-1.0, 1.0);
                 }
             }
-            *dst = [p[0] as u32, p[1] as u32, p[2] as u32];
+            let p = |a: usize| ((g[a] + 1.0) * 0.5 * last[a]) as u32;
+            *dst = [p(2), p(1), p(0)];
         }
     });
 }

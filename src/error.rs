@@ -79,6 +79,8 @@ pub enum ImageError {
     Overflow { width: usize, height: usize },
     #[error("pixel value is not finite (NaN or infinity) in an f32 image")]
     NotFinite,
+    #[error("volume has {voxels} voxels, more than the {limit} supported")]
+    TooManyVoxels { voxels: u64, limit: u64 },
 }
 
 /// Any error of the library.

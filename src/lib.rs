@@ -37,7 +37,9 @@ pub mod preprocess;
 pub mod render;
 pub mod segmenter;
 pub mod size_model;
+pub mod stitch;
 pub mod tiling;
+pub mod volume;
 
 pub use error::{Error, ImageError, ModelError, ParamsError};
 pub use flows::masks_to_flows;
@@ -48,6 +50,7 @@ pub use objects::{ObjectSummary, object_summaries};
 pub use params::{Diameter, Params};
 pub use segmenter::{Segmentation, Segmenter};
 pub use size_model::SizeModel;
+pub use volume::{VolumeMode, VolumeParams, VolumeSegmentation, VolumeSegmenter, VolumeView};
 
 /// Version of this crate, as written in Cargo.toml.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -137,6 +137,154 @@ pub fn labels_from_positions(
     renumber(labels);
 }
 
+/// The 3D counterpart of [`labels_from_positions`] (reference `get_masks_torch` on a
+/// volume): a histogram of the final positions, seeds at bins holding more than
+/// `SEED_MIN_COUNT` voxels that are the maximum of their 5×5×5 neighbourhood, each seed grown
+/// by five 3×3×3 dilations inside its 11×11×11 patch over bins with more than
+/// `GROW_MIN_COUNT` voxels, then every voxel labelled by the seed its position fell into;
+/// masks above `max_size_fraction` of the volume are dropped and labels renumbered.
+///
+/// `ends[i]` is the truncated final (z, y, x) of the moving voxel `voxels[i]` (row-major
+/// index) in a `shape = (depth, height, width)` volume. To keep memory at one volume of u32,
+/// `labels` doubles as the histogram and `ends` is overwritten. The reference pads its
+/// histogram by `rpad` bins; bins outside the volume are always empty, so treating them as
+/// zero gives the same seeds and masks. Returns the number of labels.
+pub fn labels_from_positions_3d(
+    ends: &mut [[u32; 3]],
+    voxels: &[u32],
+    shape: [usize; 3],
+    max_size_fraction: f32,
+    labels: &mut [u32],
+) -> u32 {
+    let [d, h, w] = shape;
+    let n = d * h * w;
+    assert!(labels.len() == n && ends.len() == voxels.len());
+    let at = |p: [u32; 3]| (p[0] as usize * h + p[1] as usize) * w + p[2] as usize;
+    let hist = labels;
+    hist.fill(0);
+    for e in ends.iter() {
+        hist[at(*e)] += 1;
+    }
+    // Seeds: bins above the count threshold that no neighbour within ±2 exceeds.
+    let r = PEAK_KERNEL / 2;
+    let mut seeds: Vec<(u32, usize)> = Vec::new();
+    for (i, &c) in hist.iter().enumerate() {
+        if c <= SEED_MIN_COUNT {
+            continue;
+        }
+        let (z, y, x) = (i / (h * w), (i / w) % h, i % w);
+        let peak = (z.saturating_sub(r)..=(z + r).min(d - 1)).all(|zz| {
+            (y.saturating_sub(r)..=(y + r).min(h - 1)).all(|yy| {
+                let row = (zz * h + yy) * w;
+                hist[row + x.saturating_sub(r)..=row + (x + r).min(w - 1)]
+                    .iter()
+                    .all(|&v| v <= c)
+            })
+        });
+        if peak {
+            seeds.push((c, i));
+        }
+    }
+    if seeds.is_empty() {
+        hist.fill(0);
+        return 0;
+    }
+    // Larger sinks are painted last (count ascending, position breaks ties), as the reference.
+    seeds.sort_by_key(|&(c, i)| (c, i));
+    // Grow every seed over the histogram before its memory is reused for the seed map.
+    const P: usize = PATCH;
+    let c = (P / 2) as isize;
+    let mut grown: Vec<u32> = Vec::new();
+    let mut bounds: Vec<usize> = Vec::with_capacity(seeds.len() + 1);
+    let mut flag = [false; P * P * P];
+    let mut cur = [false; P * P * P];
+    let mut tmp = [false; P * P * P];
+    let off = |v: usize, dv: usize, len: usize| -> Option<usize> {
+        let g = v as isize + dv as isize - c;
+        (g >= 0 && (g as usize) < len).then_some(g as usize)
+    };
+    for &(_, si) in &seeds {
+        let (sz, sy, sx) = (si / (h * w), (si / w) % h, si % w);
+        for pz in 0..P {
+            for py in 0..P {
+                for px in 0..P {
+                    let f = match (off(sz, pz, d), off(sy, py, h), off(sx, px, w)) {
+                        (Some(z), Some(y), Some(x)) => hist[(z * h + y) * w + x] > GROW_MIN_COUNT,
+                        _ => false,
+                    };
+                    flag[(pz * P + py) * P + px] = f;
+                }
+            }
+        }
+        cur.fill(false);
+        cur[(c as usize * P + c as usize) * P + c as usize] = true;
+        for _ in 0..GROW_ITERS {
+            // Separable 3×3×3 dilation clipped at the patch (max pool per axis), then the mask.
+            for stride in [1, P, P * P] {
+                tmp.copy_from_slice(&cur);
+                for k in 0..P * P * P {
+                    let pos = (k / stride) % P;
+                    let mut m = tmp[k];
+                    if pos > 0 {
+                        m |= tmp[k - stride];
+                    }
+                    if pos + 1 < P {
+                        m |= tmp[k + stride];
+                    }
+                    cur[k] = m;
+                }
+            }
+            for k in 0..P * P * P {
+                cur[k] &= flag[k];
+            }
+        }
+        for pz in 0..P {
+            for py in 0..P {
+                for px in 0..P {
+                    if cur[(pz * P + py) * P + px] {
+                        // Grown bins have counts, so they lie inside the volume.
+                        let (z, y, x) = (
+                            off(sz, pz, d).unwrap(),
+                            off(sy, py, h).unwrap(),
+                            off(sx, px, w).unwrap(),
+                        );
+                        grown.push(((z * h + y) * w + x) as u32);
+                    }
+                }
+            }
+        }
+        bounds.push(grown.len());
+    }
+    let seed_map = hist;
+    seed_map.fill(0);
+    let mut b0 = 0;
+    for (k, &b1) in bounds.iter().enumerate() {
+        for &g in &grown[b0..b1] {
+            seed_map[g as usize] = k as u32 + 1;
+        }
+        b0 = b1;
+    }
+    drop(grown);
+    // Label of each moving voxel, parked in its `ends` slot while the map is still needed.
+    for e in ends.iter_mut() {
+        e[0] = seed_map[at(*e)];
+    }
+    let labels = seed_map;
+    labels.fill(0);
+    for (e, &v) in ends.iter().zip(voxels) {
+        labels[v as usize] = e[0];
+    }
+    let mut counts = vec![0usize; seeds.len() + 1];
+    for &l in labels.iter() {
+        counts[l as usize] += 1;
+    }
+    let big = n as f64 * max_size_fraction as f64;
+    let mut drop_label: Vec<bool> = counts.iter().map(|&c| (c as f64) > big).collect();
+    drop_label[0] = false;
+    remove_labels(labels, &drop_label);
+    renumber(labels)
+}
+
 /// Renumbers labels to 1..N in order of first appearance in row-major order (as
 /// `fastremap.renumber`); returns N.
 pub fn renumber(labels: &mut [u32]) -> u32 {

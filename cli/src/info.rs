@@ -1,0 +1,94 @@
+//! `cellpose info MODEL`: what a model file is.
+
+use std::io::Read;
+use std::path::Path;
+
+use cellpose::Model;
+use sha2::{Digest, Sha256};
+
+use crate::{EXIT_MODEL, Fatal};
+
+/// Metadata values longer than this are shortened (size-model weights are long lists).
+const MAX_VALUE_CHARS: usize = 72;
+
+fn sha256_of(path: &Path) -> std::io::Result<(u64, String)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        h.update(&buf[..n]);
+    }
+    let hex = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok((total, hex))
+}
+
+fn shorten(v: &str) -> String {
+    let n = v.chars().count();
+    if n <= MAX_VALUE_CHARS {
+        v.to_string()
+    } else {
+        let head: String = v.chars().take(MAX_VALUE_CHARS).collect();
+        format!("{head}… ({n} characters)")
+    }
+}
+
+pub fn run(path: &Path) -> Result<u8, Fatal> {
+    let fatal = |m: String| Fatal::new(EXIT_MODEL, format!("{}: {m}", path.display()));
+    if !path.is_file() {
+        return Err(fatal("model file not found".into()));
+    }
+    let (size, sha) = sha256_of(path).map_err(|e| fatal(format!("cannot read file: {e}")))?;
+    let model = Model::load(path).map_err(|e| fatal(e.to_string()))?;
+    let info = model.info();
+    println!("file        {}", path.display());
+    println!(
+        "size        {size} bytes ({:.1} MiB)",
+        size as f64 / (1024.0 * 1024.0)
+    );
+    println!("sha256      {sha}");
+    println!("version     {}", info.version);
+    println!("channels    {}", info.channels);
+    println!(
+        "diam_mean   {} px (objects are rescaled to this)",
+        info.diam_mean
+    );
+    println!(
+        "diam_labels {} px (mean of the training set)",
+        info.diam_labels
+    );
+    println!("style       {} values", info.style_size);
+    println!(
+        "size model  {}",
+        if info.size_model.is_some() {
+            "yes (--diameter auto works)"
+        } else {
+            "no"
+        }
+    );
+    let (inputs, outputs) = model.declared_io();
+    for t in &inputs {
+        println!("input       {}: {}", t.name, t.shape);
+    }
+    // Loading checked the outputs at a probe size: flows first, then the style vector.
+    let checked = [
+        "N×3×H×W: dY, dX, cell-probability logit".to_string(),
+        format!("N×{}", info.style_size),
+    ];
+    for (i, t) in outputs.iter().enumerate() {
+        match checked.get(i) {
+            Some(c) => println!("output      {}: {c} (declared {})", t.name, t.shape),
+            None => println!("output      {}: {} (unused)", t.name, t.shape),
+        }
+    }
+    println!("metadata    {} entries", info.metadata.len());
+    for (k, v) in &info.metadata {
+        println!("  {k} = {}", shorten(v));
+    }
+    Ok(0)
+}

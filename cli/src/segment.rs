@@ -1,0 +1,459 @@
+//! `cellpose segment`: every input image → label TIFF, and on request outlines, flows and
+//! an object table. One failing image is reported and counted; the batch goes on.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use cellpose::{Diameter, ImageView, Model, Params, ParamsError, Segmenter, preprocess, render};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::input::{Frame, read_frames};
+use crate::output::{LabelPage, write_csv, write_label_tiff, write_rgb_png};
+use crate::{EXIT_MODEL, EXIT_SOME_FAILED, EXIT_USAGE, Fatal, model_path, one_line};
+
+/// File extensions read from folders (case-insensitive).
+const IMAGE_EXTENSIONS: [&str; 3] = ["png", "tif", "tiff"];
+/// Name endings of files in a folder that are results or annotations, not images to segment
+/// (the reference's `get_image_files` skips the same kinds).
+const SKIPPED_STEM_ENDINGS: [&str; 4] = ["_masks", "_cp_outlines", "_cp_flows", "_outlines"];
+
+#[derive(Args)]
+pub struct SegmentArgs {
+    /// Image files (PNG, TIFF; multi-page TIFF = frames) or folders of them.
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
+    /// Folder for the results (created if missing) [default: beside each image].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// ONNX model file [default: the shipped models/nuclei_light.onnx, or $CELLPOSE_MODEL].
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
+    /// Typical object diameter in pixels, or `auto` (also 0) to estimate it per image with
+    /// the model's size model [default: the model's training diameter].
+    #[arg(long, value_name = "D|auto", value_parser = parse_diameter)]
+    diameter: Option<Diameter>,
+    /// Channels as the reference chooses them: `C,N` where C is the channel to segment
+    /// (0 = average of all colours, 1 red, 2 green, 3 blue) and N the optional nucleus
+    /// channel (0 none). `gray` means 0,0.
+    #[arg(long, value_name = "C,N", value_parser = parse_channels, default_value = "0,0")]
+    channels: [usize; 2],
+    /// Masks whose flows disagree more than this (mean squared error) are dropped; 0 keeps all.
+    #[arg(long, value_name = "X", default_value_t = Params::default().flow_threshold)]
+    flow_threshold: f32,
+    /// Cell-probability logit above which pixels belong to cells (lower finds more).
+    #[arg(long, value_name = "X", default_value_t = Params::default().cellprob_threshold, allow_hyphen_values = true)]
+    cellprob_threshold: f32,
+    /// Masks smaller than this many pixels are removed (0 or negative keeps all).
+    #[arg(long, value_name = "N", default_value_t = Params::default().min_size, allow_hyphen_values = true)]
+    min_size: i32,
+    /// Test-time augmentation: overlapping flipped tiles, averaged (slower, slightly better).
+    #[arg(long)]
+    tta: bool,
+    /// Overlap fraction of neighbouring tiles (0 to 0.5).
+    #[arg(long, value_name = "X", default_value_t = Params::default().tile_overlap)]
+    tile_overlap: f32,
+    /// Threads for the network and the dynamics [default: all cores].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Also write NAME_cp_outlines.png: mask outlines in red over the image.
+    #[arg(long)]
+    outlines: bool,
+    /// Also write NAME_cp_flows.png: the predicted flows as colour (the reference GUI's view).
+    #[arg(long)]
+    flows: bool,
+    /// Also write NAME_cp.csv: label, area, centroid, bounding box, mean intensity per object.
+    #[arg(long)]
+    csv: bool,
+}
+
+fn parse_diameter(s: &str) -> Result<Diameter, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(Diameter::Auto);
+    }
+    match s.parse::<f32>() {
+        Ok(0.0) => Ok(Diameter::Auto),
+        Ok(d) if d.is_finite() && d > 0.0 => Ok(Diameter::Pixels(d)),
+        _ => Err(format!(
+            "`{s}` is not a diameter: expected pixels > 0, or `auto`"
+        )),
+    }
+}
+
+fn parse_channels(s: &str) -> Result<[usize; 2], String> {
+    if s.eq_ignore_ascii_case("gray") || s.eq_ignore_ascii_case("grey") {
+        return Ok([0, 0]);
+    }
+    let bad = || {
+        format!(
+            "`{s}` is not a channel choice: expected C,N with C in 0..=3 (0 gray, 1 red, \
+             2 green, 3 blue) and N in 0..=3 (0 none), e.g. 0,0 or 2,3"
+        )
+    };
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    if parts.is_empty() || parts.len() > 2 {
+        return Err(bad());
+    }
+    let mut out = [0usize; 2];
+    for (o, p) in out.iter_mut().zip(&parts) {
+        *o = p.parse().map_err(|_| bad())?;
+        if *o > 3 {
+            return Err(bad());
+        }
+    }
+    Ok(out)
+}
+
+/// `--flag` spelling of a parameter name in a core error.
+fn flag_of(name: &str) -> String {
+    format!("--{}", name.replace('_', "-"))
+}
+
+/// The images named by the inputs, folders expanded (sorted, results and annotations
+/// skipped). Inputs that name nothing usable come back as errors.
+fn expand_inputs(inputs: &[PathBuf]) -> Vec<Result<PathBuf, (PathBuf, String)>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut files: Vec<PathBuf> = match std::fs::read_dir(input) {
+                Ok(rd) => rd
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_file() && is_image_name(p))
+                    .collect(),
+                Err(e) => {
+                    out.push(Err((input.clone(), format!("cannot list folder: {e}"))));
+                    continue;
+                }
+            };
+            if files.is_empty() {
+                out.push(Err((
+                    input.clone(),
+                    "folder holds no PNG or TIFF images to segment".into(),
+                )));
+            }
+            files.sort();
+            out.extend(files.into_iter().map(Ok));
+        } else if input.exists() {
+            out.push(Ok(input.clone()));
+        } else {
+            out.push(Err((input.clone(), "no such file or folder".into())));
+        }
+    }
+    out
+}
+
+fn is_image_name(p: &Path) -> bool {
+    let ext_ok = p
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)));
+    let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    ext_ok && !SKIPPED_STEM_ENDINGS.iter().any(|s| stem.ends_with(s))
+}
+
+/// What one image produced.
+struct Done {
+    frames: usize,
+    objects: u64,
+    masks: PathBuf,
+    diameters: Vec<f32>,
+}
+
+/// Output path `DIR/STEM_SUFFIX` (with `_frameNNN` before the extension for stacks).
+fn output_path(dir: &Path, stem: &str, suffix: &str, frame: Option<(usize, usize)>) -> PathBuf {
+    let name = match frame {
+        None => format!("{stem}_{suffix}"),
+        Some((i, n)) => {
+            let digits = n.to_string().len();
+            let (base, ext) = suffix.rsplit_once('.').unwrap_or((suffix, ""));
+            format!("{stem}_{base}_frame{:0digits$}.{ext}", i + 1)
+        }
+    };
+    dir.join(name)
+}
+
+fn segment_file(
+    path: &Path,
+    out_dir: Option<&Path>,
+    seg: &mut Segmenter,
+    args: &SegmentArgs,
+) -> Result<Done> {
+    let frames = read_frames(path)?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .context("file name is not valid UTF-8")?;
+    let dir = match out_dir {
+        Some(d) => d.to_path_buf(),
+        None => path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+    };
+    let n = frames.len();
+    let mut results = Vec::with_capacity(n);
+    let mut summaries = Vec::new();
+    let mut diameters = Vec::new();
+    for (i, frame) in frames.iter().enumerate() {
+        let in_frame = |e: anyhow::Error| {
+            if n > 1 {
+                e.context(format!("frame {}", i + 1))
+            } else {
+                e
+            }
+        };
+        let (planes, nplanes) = reduce(frame, args.channels).map_err(in_frame)?;
+        let npix = frame.width * frame.height;
+        let view = ImageView::planar_f32(
+            frame.width,
+            frame.height,
+            nplanes,
+            &planes[..nplanes * npix],
+        )
+        .map_err(|e| in_frame(e.into()))?;
+        let s = seg.segment(&view).map_err(|e| in_frame(e.into()))?;
+        diameters.push(s.diameter_used);
+        let frame_tag = (n > 1).then_some((i, n));
+        if args.outlines {
+            let mut rgb = vec![0u8; 3 * npix];
+            let shown: Vec<&[f32]> = planes.chunks_exact(npix).take(nplanes).collect();
+            render::image_to_rgb(&shown, frame.width, args.channels, &mut rgb);
+            render::draw_outlines(&s.labels, frame.width, &mut rgb);
+            let p = output_path(&dir, stem, "cp_outlines.png", frame_tag);
+            write_rgb_png(&p, frame.width, frame.height, &rgb)?;
+        }
+        if args.flows {
+            let mut rgb = vec![0u8; 3 * npix];
+            render::flows_to_rgb(&s.flows, frame.width, &mut rgb);
+            let p = output_path(&dir, stem, "cp_flows.png", frame_tag);
+            write_rgb_png(&p, frame.width, frame.height, &rgb)?;
+        }
+        if args.csv {
+            summaries.push(cellpose::object_summaries(
+                &s.labels,
+                frame.width,
+                Some(&planes[..npix]),
+            ));
+        }
+        results.push(s);
+    }
+    let masks = output_path(&dir, stem, "cp_masks.tif", None);
+    let pages: Vec<LabelPage> = results
+        .iter()
+        .map(|s| LabelPage {
+            width: s.width,
+            height: s.height,
+            labels: &s.labels,
+        })
+        .collect();
+    write_label_tiff(&masks, &pages)?;
+    if args.csv {
+        write_csv(&output_path(&dir, stem, "cp.csv", None), &summaries)?;
+    }
+    Ok(Done {
+        frames: n,
+        objects: results.iter().map(|s| s.n_objects as u64).sum(),
+        masks,
+        diameters,
+    })
+}
+
+/// The frame's colours reduced to the network's planes (the reference's channel choice).
+/// Returns both planes and how many of them carry data (1 without a nucleus channel).
+fn reduce(frame: &Frame, channels: [usize; 2]) -> Result<(Vec<f32>, usize)> {
+    let nch = frame.colours;
+    for (which, &c) in ["channel to segment", "nucleus channel"]
+        .iter()
+        .zip(&channels)
+    {
+        if c > nch {
+            bail!(
+                "--channels {},{} asks for colour {c} as the {which}, but the image has \
+                 {nch} colour channel{}",
+                channels[0],
+                channels[1],
+                if nch == 1 { "" } else { "s" }
+            );
+        }
+    }
+    let npix = frame.width * frame.height;
+    let mut planes = vec![0.0f32; 2 * npix];
+    preprocess::reduce_channels(&frame.data, nch, channels, &mut planes)?;
+    let with_nucleus = channels[0] != 0 && channels[1] != 0 && nch > 1;
+    Ok((planes, if with_nucleus { 2 } else { 1 }))
+}
+
+fn build_segmenter(args: &SegmentArgs) -> Result<(Segmenter, PathBuf), Fatal> {
+    let model_file =
+        model_path::resolve(args.model.as_deref()).map_err(|m| Fatal::new(EXIT_MODEL, m))?;
+    let model = Model::load(&model_file)
+        .map_err(|e| Fatal::new(EXIT_MODEL, format!("{}: {e}", model_file.display())))?;
+    let params = Params {
+        diameter: args.diameter.unwrap_or(Diameter::ModelDefault),
+        flow_threshold: args.flow_threshold,
+        cellprob_threshold: args.cellprob_threshold,
+        min_size: args.min_size,
+        augment: args.tta,
+        tile_overlap: args.tile_overlap,
+        ..Params::default()
+    };
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let usage = |e: cellpose::Error| {
+        let msg = match &e {
+            cellpose::Error::Params(ParamsError::OutOfRange { name, .. }) => {
+                format!("{}: {e}", flag_of(name))
+            }
+            cellpose::Error::Params(ParamsError::NoSizeModel) => format!(
+                "--diameter auto: {e} ({}); give a diameter in pixels instead",
+                model_file.display()
+            ),
+            _ => e.to_string(),
+        };
+        Fatal::new(EXIT_USAGE, msg)
+    };
+    let seg = Segmenter::new(model, params)
+        .map_err(usage)?
+        .with_threads(threads)
+        .map_err(usage)?;
+    Ok((seg, model_file))
+}
+
+pub fn run(args: SegmentArgs) -> Result<u8, Fatal> {
+    let (mut seg, model_file) = build_segmenter(&args)?;
+    if let Some(d) = &args.out {
+        std::fs::create_dir_all(d).map_err(|e| {
+            Fatal::new(
+                EXIT_SOME_FAILED,
+                format!("{}: cannot create output folder: {e}", d.display()),
+            )
+        })?;
+    }
+    let items = expand_inputs(&args.inputs);
+    let pb = ProgressBar::new(items.len() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} images, {elapsed} elapsed, {msg}")
+            .expect("valid template"),
+    );
+    eprintln!(
+        "model {} (diameter {} px), {} input{}",
+        model_file.display(),
+        seg.model().info().diam_mean,
+        items.len(),
+        if items.len() == 1 { "" } else { "s" }
+    );
+    let start = Instant::now();
+    let (mut ok, mut failed, mut frames, mut objects) = (0usize, 0usize, 0usize, 0u64);
+    for item in &items {
+        let path = match item {
+            Ok(p) => p,
+            Err((p, msg)) => {
+                pb.suspend(|| eprintln!("error: {}: {msg}", p.display()));
+                failed += 1;
+                pb.inc(1);
+                continue;
+            }
+        };
+        pb.set_message(path.display().to_string());
+        let t = Instant::now();
+        match segment_file(path, args.out.as_deref(), &mut seg, &args) {
+            Ok(d) => {
+                ok += 1;
+                frames += d.frames;
+                objects += d.objects;
+                let diam = d
+                    .diameters
+                    .iter()
+                    .map(|x| format!("{x:.1}"))
+                    .collect::<Vec<_>>()
+                    .join("/");
+                pb.suspend(|| {
+                    println!(
+                        "{}: {} objects{}, diameter {diam} px, {:.2} s -> {}",
+                        path.display(),
+                        d.objects,
+                        if d.frames > 1 {
+                            format!(" in {} frames", d.frames)
+                        } else {
+                            String::new()
+                        },
+                        t.elapsed().as_secs_f64(),
+                        d.masks.display()
+                    )
+                });
+            }
+            Err(e) => {
+                failed += 1;
+                pb.suspend(|| eprintln!("error: {}: {}", path.display(), one_line(&e)));
+            }
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "segmented {ok} image{} ({frames} frame{}), {objects} objects, {:.2} s per image, {:.1} s in all{}",
+        if ok == 1 { "" } else { "s" },
+        if frames == 1 { "" } else { "s" },
+        if ok > 0 { secs / ok as f64 } else { 0.0 },
+        secs,
+        if failed > 0 {
+            format!("; {failed} failed")
+        } else {
+            String::new()
+        }
+    );
+    Ok(if failed > 0 { EXIT_SOME_FAILED } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_choices_parse_like_the_reference() {
+        assert_eq!(parse_channels("0,0"), Ok([0, 0]));
+        assert_eq!(parse_channels("2, 3"), Ok([2, 3]));
+        assert_eq!(parse_channels("gray"), Ok([0, 0]));
+        assert_eq!(parse_channels("1"), Ok([1, 0]));
+        assert!(parse_channels("4,0").is_err());
+        assert!(parse_channels("1,2,3").is_err());
+        assert!(parse_channels("red").is_err());
+    }
+
+    #[test]
+    fn diameter_zero_or_auto_means_automatic() {
+        assert_eq!(parse_diameter("auto"), Ok(Diameter::Auto));
+        assert_eq!(parse_diameter("0"), Ok(Diameter::Auto));
+        assert_eq!(parse_diameter("17.5"), Ok(Diameter::Pixels(17.5)));
+        assert!(parse_diameter("-3").is_err());
+        assert!(parse_diameter("big").is_err());
+    }
+
+    #[test]
+    fn folder_listing_skips_results_and_annotations() {
+        assert!(is_image_name(Path::new("a/x_img.png")));
+        assert!(is_image_name(Path::new("a/x.TIF")));
+        assert!(!is_image_name(Path::new("a/x_masks.png")));
+        assert!(!is_image_name(Path::new("a/x_img_cp_masks.tif")));
+        assert!(!is_image_name(Path::new("a/x_cp_outlines.png")));
+        assert!(!is_image_name(Path::new("a/x.jpg")));
+    }
+
+    #[test]
+    fn stack_outputs_are_numbered_per_frame() {
+        let d = Path::new("o");
+        assert_eq!(
+            output_path(d, "s", "cp_flows.png", Some((2, 12))),
+            Path::new("o/s_cp_flows_frame03.png")
+        );
+        assert_eq!(
+            output_path(d, "s", "cp_masks.tif", None),
+            Path::new("o/s_cp_masks.tif")
+        );
+    }
+}

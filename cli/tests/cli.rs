@@ -1,0 +1,670 @@
+//! The `cellpose` binary on real images from the repository: files it writes, accuracy,
+//! evaluation against hand-computed and reference numbers, and errors on bad input.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use cellpose::metrics::{aggregated_jaccard_index, average_precision};
+use tiff::ColorType;
+use tiff::decoder::{Decoder, DecodingResult};
+use tiff::encoder::{TiffEncoder, colortype};
+
+/// Committed test images: (name, width, height, colours).
+const SAMPLES: [(&str, usize, usize, usize); 4] = [
+    ("dsb_00071198d059ba7f", 256, 256, 1),
+    ("dsb_04acab7636c4cf61", 256, 256, 1),
+    ("dsb_0e4c2e2780de7ec4", 320, 256, 3),
+    ("dsb_e5a6c5e01e6a4ef6", 696, 520, 1),
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn data(name: &str) -> PathBuf {
+    root().join("tests/data").join(name)
+}
+
+fn model() -> PathBuf {
+    root().join("models/nuclei_light.onnx")
+}
+
+/// A fresh empty folder for one test.
+fn scratch(test: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cellpose-cli-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn cellpose(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cellpose"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Labels and sample type of every page of a TIFF.
+fn read_tiff_pages(path: &Path) -> Vec<(usize, usize, ColorType, Vec<u32>)> {
+    let mut dec = Decoder::new(File::open(path).unwrap()).unwrap();
+    let mut pages = Vec::new();
+    loop {
+        let (w, h) = dec.dimensions().unwrap();
+        let ct = dec.colortype().unwrap();
+        let labels: Vec<u32> = match dec.read_image().unwrap() {
+            DecodingResult::U16(v) => v.into_iter().map(u32::from).collect(),
+            DecodingResult::U32(v) => v,
+            other => panic!("unexpected sample type {other:?}"),
+        };
+        pages.push((w as usize, h as usize, ct, labels));
+        if !dec.more_images() {
+            return pages;
+        }
+        dec.next_image().unwrap();
+    }
+}
+
+/// Gray or RGB samples of a PNG (8 or 16 bit), with width, height and samples per pixel.
+fn read_png(path: &Path) -> (usize, usize, usize, Vec<u16>) {
+    let mut dec = png::Decoder::new(std::io::BufReader::new(File::open(path).unwrap()));
+    dec.set_transformations(png::Transformations::EXPAND);
+    let mut r = dec.read_info().unwrap();
+    let mut buf = vec![0; r.output_buffer_size().unwrap()];
+    let info = r.next_frame(&mut buf).unwrap();
+    let buf = &buf[..info.buffer_size()];
+    let v = match info.bit_depth {
+        png::BitDepth::Sixteen => buf
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect(),
+        _ => buf.iter().map(|&b| b as u16).collect(),
+    };
+    (
+        info.width as usize,
+        info.height as usize,
+        info.color_type.samples(),
+        v,
+    )
+}
+
+fn truth(name: &str) -> Vec<u32> {
+    read_png(&data(&format!("{name}_masks.png")))
+        .3
+        .into_iter()
+        .map(u32::from)
+        .collect()
+}
+
+/// The committed test images segmented once, as a folder, with every optional output.
+fn segmented_folder() -> &'static (PathBuf, Output) {
+    static RUN: OnceLock<(PathBuf, Output)> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let out = scratch("folder");
+        let o = cellpose(&[
+            "segment",
+            s(&root().join("tests/data")),
+            "--out",
+            s(&out),
+            "--model",
+            s(&model()),
+            "--outlines",
+            "--flows",
+            "--csv",
+        ]);
+        (out, o)
+    })
+}
+
+#[test]
+fn segmenting_a_folder_writes_16_bit_label_tiffs_that_match_the_ground_truth() {
+    let (out, o) = segmented_folder();
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("segmented 4 images (4 frames)"),
+        "{stdout}"
+    );
+    for (name, w, h, _) in SAMPLES {
+        let pages = read_tiff_pages(&out.join(format!("{name}_img_cp_masks.tif")));
+        assert_eq!(pages.len(), 1);
+        let (pw, ph, ct, labels) = &pages[0];
+        assert_eq!((*pw, *ph), (w, h));
+        assert_eq!(*ct, ColorType::Gray(16));
+        // Labels are 1..=n with every label present.
+        let n = *labels.iter().max().unwrap();
+        let mut seen = vec![false; n as usize + 1];
+        labels.iter().for_each(|&l| seen[l as usize] = true);
+        assert!(
+            seen.iter().all(|&b| b),
+            "{name}: labels are not consecutive"
+        );
+        let reported = stdout
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no result line for {name}: {stdout}"));
+        assert!(
+            reported.contains(&format!(": {n} objects")),
+            "{reported} vs {n}"
+        );
+        let ap = average_precision(&truth(name), labels, &[0.5])[0].ap;
+        eprintln!("{name}: {n} objects, AP50 {ap:.3}");
+        assert!(n > 5, "{name}: only {n} objects");
+        assert!(ap > 0.4, "{name}: AP50 {ap:.3}");
+    }
+}
+
+#[test]
+fn csv_rows_match_the_label_image() {
+    let (out, o) = segmented_folder();
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    for (name, w, _, _) in SAMPLES {
+        let labels = read_tiff_pages(&out.join(format!("{name}_img_cp_masks.tif")))
+            .remove(0)
+            .3;
+        let csv = std::fs::read_to_string(out.join(format!("{name}_img_cp.csv"))).unwrap();
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            "frame,label,area,centroid_y,centroid_x,bbox_y0,bbox_x0,bbox_y1,bbox_x1,mean_intensity"
+        );
+        let rows: Vec<Vec<f64>> = lines
+            .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+            .collect();
+        let n = *labels.iter().max().unwrap() as usize;
+        assert_eq!(rows.len(), n, "{name}: one row per object");
+        for r in &rows {
+            let label = r[1] as u32;
+            let px: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == label).collect();
+            assert_eq!(r[0], 1.0);
+            assert_eq!(r[2] as usize, px.len(), "{name} label {label} area");
+            let cy = px.iter().map(|&i| (i / w) as f64).sum::<f64>() / px.len() as f64;
+            let cx = px.iter().map(|&i| (i % w) as f64).sum::<f64>() / px.len() as f64;
+            assert!((r[3] - cy).abs() < 1e-3 && (r[4] - cx).abs() < 1e-3);
+            let y0 = px.iter().map(|&i| i / w).min().unwrap() as f64;
+            let x1 = px.iter().map(|&i| i % w).max().unwrap() as f64 + 1.0;
+            assert_eq!((r[5], r[8]), (y0, x1));
+            assert!(r[9] > 0.0 && r[9] <= 255.0, "mean intensity {}", r[9]);
+        }
+    }
+}
+
+#[test]
+fn outline_and_flow_pictures_have_the_image_size() {
+    let (out, o) = segmented_folder();
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    for (name, w, h, _) in SAMPLES {
+        let (ow, oh, c, px) = read_png(&out.join(format!("{name}_img_cp_outlines.png")));
+        assert_eq!((ow, oh, c), (w, h, 3));
+        let red = px.chunks(3).filter(|p| p == &[255, 0, 0]).count();
+        assert!(red > 100, "{name}: {red} outline pixels");
+        let (fw, fh, c, px) = read_png(&out.join(format!("{name}_img_cp_flows.png")));
+        assert_eq!((fw, fh, c), (w, h, 3));
+        assert!(px.iter().any(|&v| v > 100), "{name}: flows picture is dark");
+    }
+}
+
+#[test]
+fn eval_on_the_segmented_folder_ends_with_the_summary_line() {
+    let (out, o) = segmented_folder();
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let e = cellpose(&["eval", s(&root().join("tests/data")), s(out)]);
+    assert!(e.status.success(), "stderr: {}", text(&e.stderr));
+    let stdout = text(&e.stdout);
+    eprintln!("{stdout}");
+    let last = stdout.lines().last().unwrap();
+    let fields: Vec<&str> = last.split(' ').collect();
+    assert_eq!(fields.len(), 5, "{last}");
+    for (f, key) in fields.iter().zip(["AP50=", "AP75=", "AP90=", "AJI="]) {
+        let v: f64 = f.strip_prefix(key).expect(key).parse().unwrap();
+        assert!((0.0..=1.0).contains(&v));
+    }
+    assert_eq!(fields[4], "n=4");
+    let ap50: f64 = fields[0][5..].parse().unwrap();
+    assert!(ap50 > 0.5, "{last}");
+}
+
+/// Writes a label image as a one-page 16-bit TIFF.
+fn write_labels(path: &Path, w: usize, labels: &[u16]) {
+    let mut f = BufWriter::new(File::create(path).unwrap());
+    TiffEncoder::new(&mut f)
+        .unwrap()
+        .write_image::<colortype::Gray16>(w as u32, (labels.len() / w) as u32, labels)
+        .unwrap();
+}
+
+#[test]
+fn eval_scores_hand_computed_cases() {
+    let d = scratch("eval-hand");
+    let (gt, pred) = (d.join("gt"), d.join("pred"));
+    std::fs::create_dir_all(&gt).unwrap();
+    std::fs::create_dir_all(&pred).unwrap();
+    // 8×4 images: cell 1 is the left 4×4 square, cell 2 the right one.
+    let two_cells: Vec<u16> = (0..32).map(|i| if i % 8 < 4 { 1 } else { 2 }).collect();
+    let perfect: Vec<u16> = two_cells.iter().map(|&l| 3 - l).collect();
+    // Cell 1 split into a top and a bottom half (IoU 0.5 each), cell 2 exact.
+    let split: Vec<u16> = (0..32)
+        .map(|i| {
+            if i % 8 >= 4 {
+                1
+            } else if i / 8 < 2 {
+                2
+            } else {
+                3
+            }
+        })
+        .collect();
+    let missed: Vec<u16> = two_cells
+        .iter()
+        .map(|&l| if l == 1 { 1 } else { 0 })
+        .collect();
+    let empty = vec![0u16; 32];
+    for name in ["a_perfect", "b_split", "c_missed", "d_empty", "e_missing"] {
+        write_labels(&gt.join(format!("{name}_masks.tif")), 8, &two_cells);
+    }
+    write_labels(&pred.join("a_perfect_img_cp_masks.tif"), 8, &perfect);
+    write_labels(&pred.join("b_split_cp_masks.tif"), 8, &split);
+    write_labels(&pred.join("c_missed_img_cp_masks.tif"), 8, &missed);
+    write_labels(&pred.join("d_empty_cp_masks.tif"), 8, &empty);
+    let o = cellpose(&["eval", s(&gt), s(&pred)]);
+    let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
+    eprintln!("{stdout}{stderr}");
+    assert!(o.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "a_perfect AP50=1.000 AP75=1.000 AP90=1.000 AJI=1.000 true=2 pred=2",
+            "b_split AP50=0.667 AP75=0.250 AP90=0.250 AJI=0.750 true=2 pred=3",
+            "c_missed AP50=0.500 AP75=0.500 AP90=0.500 AJI=0.500 true=2 pred=1",
+            "d_empty AP50=0.000 AP75=0.000 AP90=0.000 AJI=0.000 true=2 pred=0",
+            "e_missing AP50=0.000 AP75=0.000 AP90=0.000 AJI=0.000 true=2 pred=0 (missing)",
+            "AP50=0.433 AP75=0.350 AP90=0.350 AJI=0.450 n=5",
+        ]
+    );
+    assert!(
+        stderr.contains("e_missing_masks.tif: no prediction")
+            && stderr.contains("counted as empty"),
+        "{stderr}"
+    );
+}
+
+/// One row of the committed reference table.
+struct Reference {
+    name: String,
+    ap: [f64; 3],
+    aji: f64,
+    n_true: usize,
+    n_pred: usize,
+}
+
+fn reference_table() -> Vec<Reference> {
+    let path = root().join("cli/tests/fixtures/reference_metrics.txt");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let num = |i: usize| f[i].parse::<f64>().unwrap();
+            Reference {
+                name: f[0].to_string(),
+                ap: [num(1), num(2), num(3)],
+                aji: num(4),
+                n_true: f[5].parse().unwrap(),
+                n_pred: f[6].parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn core_metrics_reproduce_the_python_reference_on_real_label_images() {
+    let table = reference_table();
+    assert_eq!(table.len(), 4);
+    for r in &table {
+        let pred = read_tiff_pages(&root().join(format!(
+            "cli/tests/fixtures/reference_pred/{}_cp_masks.tif",
+            r.name
+        )))
+        .remove(0)
+        .3;
+        let t = truth(&r.name);
+        let ap = average_precision(&t, &pred, &[0.5, 0.75, 0.9]);
+        for k in 0..3 {
+            assert!(
+                (ap[k].ap - r.ap[k]).abs() < 1e-6,
+                "{} AP@{}: {} vs reference {}",
+                r.name,
+                ap[k].threshold,
+                ap[k].ap,
+                r.ap[k]
+            );
+        }
+        let aji = aggregated_jaccard_index(&t, &pred);
+        assert!(
+            (aji - r.aji).abs() < 1e-6,
+            "{} AJI {aji} vs reference {}",
+            r.name,
+            r.aji
+        );
+    }
+}
+
+#[test]
+fn eval_prints_the_python_reference_numbers() {
+    let o = cellpose(&[
+        "eval",
+        s(&root().join("tests/data")),
+        s(&root().join("cli/tests/fixtures/reference_pred")),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    let table = reference_table();
+    for r in &table {
+        let want = format!(
+            "{} AP50={:.3} AP75={:.3} AP90={:.3} AJI={:.3} true={} pred={}",
+            r.name, r.ap[0], r.ap[1], r.ap[2], r.aji, r.n_true, r.n_pred
+        );
+        assert!(stdout.lines().any(|l| l == want), "{want}\n{stdout}");
+    }
+    let mean = |f: &dyn Fn(&Reference) -> f64| table.iter().map(f).sum::<f64>() / 4.0;
+    let want = format!(
+        "AP50={:.3} AP75={:.3} AP90={:.3} AJI={:.3} n=4",
+        mean(&|r| r.ap[0]),
+        mean(&|r| r.ap[1]),
+        mean(&|r| r.ap[2]),
+        mean(&|r| r.aji)
+    );
+    assert_eq!(stdout.lines().last().unwrap(), want);
+}
+
+#[test]
+fn multi_page_tiff_frames_are_segmented_like_single_images() {
+    let d = scratch("stack");
+    let name = "dsb_00071198d059ba7f";
+    let (w, h, _, px) = read_png(&data(&format!("{name}_img.png")));
+    // 16-bit pages: the image, then its left-right mirror.
+    let page1: Vec<u16> = px.iter().map(|&v| v * 257).collect();
+    let page2: Vec<u16> = (0..w * h)
+        .map(|i| page1[(i / w) * w + (w - 1 - i % w)])
+        .collect();
+    let stack = d.join("stack.tif");
+    {
+        let mut f = BufWriter::new(File::create(&stack).unwrap());
+        let mut enc = TiffEncoder::new(&mut f).unwrap();
+        enc.write_image::<colortype::Gray16>(w as u32, h as u32, &page1)
+            .unwrap();
+        enc.write_image::<colortype::Gray16>(w as u32, h as u32, &page2)
+            .unwrap();
+    }
+    let o = cellpose(&[
+        "segment",
+        s(&stack),
+        "--model",
+        s(&model()),
+        "--outlines",
+        "--csv",
+        "--diameter",
+        "18",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let pages = read_tiff_pages(&d.join("stack_cp_masks.tif"));
+    assert_eq!(pages.len(), 2);
+    let t = truth(name);
+    let mirrored_truth: Vec<u32> = (0..w * h)
+        .map(|i| t[(i / w) * w + (w - 1 - i % w)])
+        .collect();
+    for ((_, _, _, labels), gt) in pages.iter().zip([&t, &mirrored_truth]) {
+        let ap = average_precision(gt, labels, &[0.5])[0].ap;
+        assert!(ap > 0.5, "AP50 {ap:.3}");
+    }
+    for f in [
+        "stack_cp_outlines_frame1.png",
+        "stack_cp_outlines_frame2.png",
+    ] {
+        assert_eq!(read_png(&d.join(f)).0, w, "{f}");
+    }
+    let csv = std::fs::read_to_string(d.join("stack_cp.csv")).unwrap();
+    let frame2_rows = csv.lines().filter(|l| l.starts_with("2,")).count();
+    assert_eq!(
+        frame2_rows as u32,
+        *pages[1].3.iter().max().unwrap(),
+        "CSV rows of frame 2"
+    );
+}
+
+/// A TIFF colour type with five 8-bit samples per pixel (a z-stack saved as channels).
+struct FiveBand;
+impl colortype::ColorType for FiveBand {
+    type Inner = u8;
+    const TIFF_VALUE: tiff::tags::PhotometricInterpretation =
+        tiff::tags::PhotometricInterpretation::BlackIsZero;
+    const BITS_PER_SAMPLE: &'static [u16] = &[8; 5];
+    const SAMPLE_FORMAT: &'static [tiff::tags::SampleFormat] = &[tiff::tags::SampleFormat::Uint; 5];
+    fn horizontal_predict(row: &[u8], result: &mut Vec<u8>) {
+        result.extend_from_slice(row);
+    }
+}
+
+/// The lines of `stderr` that report `path`.
+fn error_lines_for<'a>(stderr: &'a str, path: &Path) -> Vec<&'a str> {
+    let prefix = format!("error: {}: ", path.display());
+    stderr.lines().filter(|l| l.starts_with(&prefix)).collect()
+}
+
+#[test]
+fn bad_files_are_reported_one_line_each_and_do_not_stop_the_batch() {
+    let d = scratch("bad");
+    let good = d.join("good.png");
+    std::fs::copy(data("dsb_00071198d059ba7f_img.png"), &good).unwrap();
+    let unreadable = d.join("notes.png");
+    std::fs::write(&unreadable, "this is not an image\n").unwrap();
+    let empty = d.join("empty.tif");
+    std::fs::write(&empty, b"").unwrap();
+    // A PNG whose header declares 0×16 pixels.
+    let zero = d.join("zero.png");
+    {
+        let mut bytes = std::fs::read(&good).unwrap();
+        bytes[16..20].copy_from_slice(&0u32.to_be_bytes()); // IHDR width
+        std::fs::write(&zero, bytes).unwrap();
+    }
+    let stack3d = d.join("zstack.tif");
+    {
+        let mut f = BufWriter::new(File::create(&stack3d).unwrap());
+        TiffEncoder::new(&mut f)
+            .unwrap()
+            .write_image::<FiveBand>(16, 16, &[7u8; 16 * 16 * 5])
+            .unwrap();
+    }
+    let missing = d.join("missing.png");
+    let o = cellpose(&[
+        "segment",
+        s(&good),
+        s(&unreadable),
+        s(&empty),
+        s(&zero),
+        s(&stack3d),
+        s(&missing),
+        "--model",
+        s(&model()),
+    ]);
+    let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
+    eprintln!("{stdout}{stderr}");
+    assert_eq!(o.status.code(), Some(1), "a failed file gives exit code 1");
+    assert!(
+        d.join("good_cp_masks.tif").is_file(),
+        "the good file was done"
+    );
+    assert!(stdout.contains("; 5 failed"), "{stdout}");
+    for (path, problem) in [
+        (&unreadable, "not a PNG or TIFF file"),
+        (&empty, "file is empty (0 bytes)"),
+        (&zero, "PNG"),
+        (&stack3d, "5 samples per pixel"),
+        (&missing, "no such file or folder"),
+    ] {
+        let lines = error_lines_for(&stderr, path);
+        assert_eq!(lines.len(), 1, "{}: {stderr}", path.display());
+        assert!(lines[0].contains(problem), "{}", lines[0]);
+    }
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        5
+    );
+}
+
+#[test]
+fn a_channel_the_image_lacks_is_an_error_naming_the_file() {
+    let gray = data("dsb_00071198d059ba7f_img.png");
+    let o = cellpose(&[
+        "segment",
+        s(&gray),
+        "--channels",
+        "2,0",
+        "--model",
+        s(&model()),
+        "--out",
+        s(&scratch("chan")),
+    ]);
+    let stderr = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1));
+    let lines = error_lines_for(&stderr, &gray);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains("colour 2") && lines[0].contains("1 colour channel"),
+        "{}",
+        lines[0]
+    );
+    // A channel number outside 0..=3 is refused before anything runs.
+    let o = cellpose(&["segment", s(&gray), "--channels", "5,0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr)
+            .lines()
+            .next()
+            .unwrap()
+            .contains("--channels")
+    );
+}
+
+#[test]
+fn rgb_channels_choose_the_colour_to_segment() {
+    let rgb = data("dsb_0e4c2e2780de7ec4_img.png");
+    let d = scratch("rgb");
+    let o = cellpose(&[
+        "segment",
+        s(&rgb),
+        "--channels",
+        "3,0",
+        "--model",
+        s(&model()),
+        "--out",
+        s(&d),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let labels = read_tiff_pages(&d.join("dsb_0e4c2e2780de7ec4_img_cp_masks.tif"))
+        .remove(0)
+        .3;
+    assert_eq!(labels.len(), 320 * 256);
+}
+
+#[test]
+fn a_missing_or_corrupt_model_is_a_one_line_error_naming_it() {
+    let d = scratch("model");
+    let img = data("dsb_00071198d059ba7f_img.png");
+    let missing = d.join("nope.onnx");
+    let o = cellpose(&["segment", s(&img), "--model", s(&missing)]);
+    assert_eq!(o.status.code(), Some(3));
+    let stderr = text(&o.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!("error: {}: model file not found", missing.display())
+    );
+    let corrupt = d.join("corrupt.onnx");
+    std::fs::write(&corrupt, b"\x08\x07garbage").unwrap();
+    for args in [
+        vec!["segment", s(&img), "--model", s(&corrupt)],
+        vec!["info", s(&corrupt)],
+    ] {
+        let o = cellpose(&args);
+        assert_eq!(o.status.code(), Some(3));
+        let stderr = text(&o.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("error: {}: ", corrupt.display())),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn eval_refuses_a_3d_ground_truth_and_names_it() {
+    let d = scratch("eval3d");
+    let gt = d.join("gt");
+    std::fs::create_dir_all(&gt).unwrap();
+    let stack = gt.join("cube_masks.tif");
+    {
+        let mut f = BufWriter::new(File::create(&stack).unwrap());
+        let mut enc = TiffEncoder::new(&mut f).unwrap();
+        for _ in 0..3 {
+            enc.write_image::<colortype::Gray16>(4, 4, &[1u16; 16])
+                .unwrap();
+        }
+    }
+    write_labels(&gt.join("flat_masks.tif"), 4, &[1u16; 16]);
+    write_labels(&d.join("flat_cp_masks.tif"), 4, &[1u16; 16]);
+    write_labels(&d.join("cube_cp_masks.tif"), 4, &[1u16; 16]);
+    let o = cellpose(&["eval", s(&gt), s(&d)]);
+    let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "{stdout}{stderr}");
+    let lines = error_lines_for(&stderr, &stack);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("stack of 3 pages"), "{}", lines[0]);
+    assert_eq!(
+        stdout.lines().last().unwrap(),
+        "AP50=1.000 AP75=1.000 AP90=1.000 AJI=1.000 n=1"
+    );
+}
+
+#[test]
+fn info_describes_the_shipped_model() {
+    use sha2::Digest;
+    let o = cellpose(&["info", s(&model())]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    eprintln!("{stdout}");
+    let bytes = std::fs::read(model()).unwrap();
+    let sha: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(stdout.contains(&format!("sha256      {sha}")), "{stdout}");
+    assert!(stdout.contains(&format!("size        {} bytes", bytes.len())));
+    let input = stdout
+        .lines()
+        .find(|l| l.starts_with("input "))
+        .expect("an input line");
+    assert!(input.contains(",2,"), "{input}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("output ")).count(),
+        2
+    );
+    assert!(stdout.contains("cellpose.diam_mean"), "{stdout}");
+}

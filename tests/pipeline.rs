@@ -42,3 +42,31 @@ fn labels_are_identical_across_runs_and_thread_counts() {
     assert_eq!(a.labels, b.labels);
     assert_eq!(a.labels, c.labels);
 }
+
+#[test]
+fn automatic_diameter_is_reported_and_near_the_annotated_size() {
+    let model = Model::load(common::model_path()).unwrap();
+    if model.info().size_model.is_none() {
+        panic!("the shipped model must carry a size model");
+    }
+    let (s, truth) = segment(
+        "dsb_e5a6c5e01e6a4ef6",
+        Params {
+            diameter: Diameter::Auto,
+            ..Params::default()
+        },
+        1,
+    );
+    // Annotated median diameter of this image: 23.77 px (tests/data/SOURCES.md).
+    eprintln!(
+        "auto diameter {:.2} px, {} objects",
+        s.diameter_used, s.n_objects
+    );
+    assert!(
+        (s.diameter_used - 23.77).abs() / 23.77 < 0.35,
+        "auto diameter {}",
+        s.diameter_used
+    );
+    let ap = average_precision(&truth, &s.labels, &[0.5])[0];
+    assert!(ap.ap > 0.5, "AP50 with auto diameter {:.3}", ap.ap);
+}

@@ -128,7 +128,7 @@ pub fn run(gt_dir: &Path, pred_dir: &Path) -> Result<u8, Fatal> {
         }
         match evaluate(gt_path, pred.as_deref()) {
             Ok(s) => {
-                println!(
+                say!(
                     "{name} AP50={:.3} AP75={:.3} AP90={:.3} AJI={:.3} true={} pred={}{}",
                     s.ap[0],
                     s.ap[1],
@@ -160,9 +160,12 @@ pub fn run(gt_dir: &Path, pred_dir: &Path) -> Result<u8, Fatal> {
         return Err(Fatal::new(EXIT_SOME_FAILED, "no image could be evaluated"));
     }
     let m = sums.map(|s| s / n as f64);
-    println!(
+    say!(
         "AP50={:.3} AP75={:.3} AP90={:.3} AJI={:.3} n={n}",
-        m[0], m[1], m[2], m[3]
+        m[0],
+        m[1],
+        m[2],
+        m[3]
     );
     Ok(if failed > 0 { EXIT_SOME_FAILED } else { 0 })
 }

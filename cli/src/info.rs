@@ -46,24 +46,24 @@ pub fn run(path: &Path) -> Result<u8, Fatal> {
     let (size, sha) = sha256_of(path).map_err(|e| fatal(format!("cannot read file: {e}")))?;
     let model = Model::load(path).map_err(|e| fatal(e.to_string()))?;
     let info = model.info();
-    println!("file        {}", path.display());
-    println!(
+    say!("file        {}", path.display());
+    say!(
         "size        {size} bytes ({:.1} MiB)",
         size as f64 / (1024.0 * 1024.0)
     );
-    println!("sha256      {sha}");
-    println!("version     {}", info.version);
-    println!("channels    {}", info.channels);
-    println!(
+    say!("sha256      {sha}");
+    say!("version     {}", info.version);
+    say!("channels    {}", info.channels);
+    say!(
         "diam_mean   {} px (objects are rescaled to this)",
         info.diam_mean
     );
-    println!(
+    say!(
         "diam_labels {} px (mean of the training set)",
         info.diam_labels
     );
-    println!("style       {} values", info.style_size);
-    println!(
+    say!("style       {} values", info.style_size);
+    say!(
         "size model  {}",
         if info.size_model.is_some() {
             "yes (--diameter auto works)"
@@ -73,7 +73,7 @@ pub fn run(path: &Path) -> Result<u8, Fatal> {
     );
     let (inputs, outputs) = model.declared_io();
     for t in &inputs {
-        println!("input       {}: {}", t.name, t.shape);
+        say!("input       {}: {}", t.name, t.shape);
     }
     // Loading checked the outputs at a probe size: flows first, then the style vector.
     let checked = [
@@ -82,13 +82,13 @@ pub fn run(path: &Path) -> Result<u8, Fatal> {
     ];
     for (i, t) in outputs.iter().enumerate() {
         match checked.get(i) {
-            Some(c) => println!("output      {}: {c} (declared {})", t.name, t.shape),
-            None => println!("output      {}: {} (unused)", t.name, t.shape),
+            Some(c) => say!("output      {}: {c} (declared {})", t.name, t.shape),
+            None => say!("output      {}: {} (unused)", t.name, t.shape),
         }
     }
-    println!("metadata    {} entries", info.metadata.len());
+    say!("metadata    {} entries", info.metadata.len());
     for (k, v) in &info.metadata {
-        println!("  {k} = {}", shorten(v));
+        say!("  {k} = {}", shorten(v));
     }
     Ok(0)
 }

@@ -2,6 +2,12 @@
 //! against ground truth, and describe model files. This crate only parses arguments and
 //! reads and writes files; every computation is the core crate's.
 
+/// `println!` that ends the program quietly when standard output is a closed pipe
+/// (`cellpose info MODEL | head`) instead of panicking.
+macro_rules! say {
+    ($($t:tt)*) => { $crate::say_line(format_args!($($t)*)) };
+}
+
 mod eval;
 mod info;
 mod input;
@@ -69,6 +75,19 @@ impl Fatal {
 pub fn one_line(e: &anyhow::Error) -> String {
     let s = format!("{e:#}");
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Writes one line to standard output (see `say!`).
+pub fn say_line(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|_| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(EXIT_SOME_FAILED.into());
+    }
 }
 
 fn main() -> ExitCode {

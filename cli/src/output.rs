@@ -95,3 +95,39 @@ pub fn write_csv(path: &Path, frames: &[Vec<ObjectSummary>]) -> Result<()> {
     }
     w.flush().with_context(err)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::read_labels;
+
+    fn sample_type(path: &Path) -> tiff::ColorType {
+        tiff::decoder::Decoder::new(File::open(path).unwrap())
+            .unwrap()
+            .colortype()
+            .unwrap()
+    }
+
+    #[test]
+    fn label_images_switch_to_32_bit_above_65535_objects() {
+        let dir = std::env::temp_dir().join(format!("cellpose-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (w, h) = (300, 250);
+        let many: Vec<u32> = (1..=(w * h) as u32).collect();
+        let few: Vec<u32> = many.iter().map(|&l| l % 7).collect();
+        for (name, labels, bits) in [("many.tif", &many, 32), ("few.tif", &few, 16)] {
+            let p = dir.join(name);
+            let page = LabelPage {
+                width: w,
+                height: h,
+                labels,
+            };
+            write_label_tiff(&p, &[page]).unwrap();
+            assert_eq!(sample_type(&p), tiff::ColorType::Gray(bits), "{name}");
+            let back = read_labels(&p).unwrap();
+            assert_eq!((back.width, back.height), (w, h));
+            assert_eq!(&back.data, labels, "{name}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

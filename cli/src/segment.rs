@@ -54,6 +54,10 @@ pub struct SegmentArgs {
     /// Overlap fraction of neighbouring tiles (0 to 0.5).
     #[arg(long, value_name = "X", default_value_t = Params::default().tile_overlap)]
     tile_overlap: f32,
+    /// Invert intensities after normalisation, for dark objects on a bright background
+    /// (e.g. stained nuclei in bright-field histology).
+    #[arg(long)]
+    invert: bool,
     /// Threads for the network and the dynamics [default: all cores].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -296,6 +300,7 @@ fn build_segmenter(args: &SegmentArgs) -> Result<(Segmenter, PathBuf), Fatal> {
         min_size: args.min_size,
         augment: args.tta,
         tile_overlap: args.tile_overlap,
+        invert: args.invert,
         ..Params::default()
     };
     let threads = args.threads.unwrap_or_else(|| {
@@ -372,7 +377,7 @@ pub fn run(args: SegmentArgs) -> Result<u8, Fatal> {
                     .collect::<Vec<_>>()
                     .join("/");
                 pb.suspend(|| {
-                    println!(
+                    say!(
                         "{}: {} objects{}, diameter {diam} px, {:.2} s -> {}",
                         path.display(),
                         d.objects,
@@ -395,7 +400,7 @@ pub fn run(args: SegmentArgs) -> Result<u8, Fatal> {
     }
     pb.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
-    println!(
+    say!(
         "segmented {ok} image{} ({frames} frame{}), {objects} objects, {:.2} s per image, {:.1} s in all{}",
         if ok == 1 { "" } else { "s" },
         if frames == 1 { "" } else { "s" },

@@ -346,14 +346,14 @@ fn core_metrics_reproduce_the_python_reference_on_real_label_images() {
         .3;
         let t = truth(&r.name);
         let ap = average_precision(&t, &pred, &[0.5, 0.75, 0.9]);
-        for k in 0..3 {
+        assert_eq!(ap.len(), 3);
+        for (got, want) in ap.iter().zip(r.ap) {
             assert!(
-                (ap[k].ap - r.ap[k]).abs() < 1e-6,
-                "{} AP@{}: {} vs reference {}",
+                (got.ap - want).abs() < 1e-6,
+                "{} AP@{}: {} vs reference {want}",
                 r.name,
-                ap[k].threshold,
-                ap[k].ap,
-                r.ap[k]
+                got.threshold,
+                got.ap
             );
         }
         let aji = aggregated_jaccard_index(&t, &pred);
@@ -564,24 +564,47 @@ fn a_channel_the_image_lacks_is_an_error_naming_the_file() {
 }
 
 #[test]
-fn rgb_channels_choose_the_colour_to_segment() {
+fn rgb_channels_choose_the_colour_to_segment_and_invert_is_applied() {
     let rgb = data("dsb_0e4c2e2780de7ec4_img.png");
-    let d = scratch("rgb");
-    let o = cellpose(&[
-        "segment",
-        s(&rgb),
-        "--channels",
-        "3,0",
-        "--model",
-        s(&model()),
-        "--out",
-        s(&d),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let labels = read_tiff_pages(&d.join("dsb_0e4c2e2780de7ec4_img_cp_masks.tif"))
-        .remove(0)
-        .3;
+    let (w, _, c, px) = read_png(&rgb);
+    assert_eq!(c, 3);
+    let run = |dir: &str, extra: &[&str]| {
+        let d = scratch(dir);
+        let mut args = vec!["segment", s(&rgb), "--channels", "3,0", "--csv"];
+        args.extend_from_slice(extra);
+        let (m, o) = (model(), d.to_str().unwrap().to_string());
+        args.extend_from_slice(&["--model", s(&m), "--out", &o]);
+        let out = cellpose(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let labels = read_tiff_pages(&d.join("dsb_0e4c2e2780de7ec4_img_cp_masks.tif"))
+            .remove(0)
+            .3;
+        let csv = std::fs::read_to_string(d.join("dsb_0e4c2e2780de7ec4_img_cp.csv")).unwrap();
+        (labels, csv)
+    };
+    let (labels, csv) = run("rgb", &[]);
     assert_eq!(labels.len(), 320 * 256);
+    // The CSV's mean intensity is over the blue samples (colour 3) of each object.
+    let mut rows = 0;
+    for row in csv.lines().skip(1) {
+        let f: Vec<f64> = row.split(',').map(|v| v.parse().unwrap()).collect();
+        let label = f[1] as u32;
+        let blue: Vec<f64> = (0..labels.len())
+            .filter(|&i| labels[i] == label)
+            .map(|i| px[i * 3 + 2] as f64)
+            .collect();
+        let mean = blue.iter().sum::<f64>() / blue.len() as f64;
+        assert!(
+            (f[9] - mean).abs() < 1e-3,
+            "label {label}: {} vs {mean}",
+            f[9]
+        );
+        rows += 1;
+    }
+    assert!(rows > 5, "{rows} objects");
+    assert_eq!(w, 320);
+    let (inverted, _) = run("rgb-invert", &["--invert"]);
+    assert_ne!(inverted, labels, "--invert changed nothing");
 }
 
 #[test]

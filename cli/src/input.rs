@@ -44,11 +44,16 @@ fn sniff(path: &Path) -> Result<(Format, BufReader<File>)> {
     if len == 0 {
         bail!("file is empty (0 bytes)");
     }
-    let mut head = [0u8; 8];
-    let n = f.read(&mut head).context("cannot read file")?;
+    // Signature, then for a PNG the IHDR chunk: length, type, width, height.
+    let mut head = [0u8; 24];
+    let n = read_up_to(&mut f, &mut head).context("cannot read file")?;
     f.rewind().context("cannot read file")?;
     let head = &head[..n];
     let format = if head.starts_with(b"\x89PNG\r\n\x1a\n") {
+        if n == 24 && &head[12..16] == b"IHDR" {
+            let dim = |i: usize| u32::from_be_bytes(head[i..i + 4].try_into().unwrap());
+            check_size(dim(16) as usize, dim(20) as usize)?;
+        }
         Format::Png
     } else if head.starts_with(b"II*\0")
         || head.starts_with(b"MM\0*")
@@ -60,6 +65,18 @@ fn sniff(path: &Path) -> Result<(Format, BufReader<File>)> {
         bail!("not a PNG or TIFF file (unrecognised header; {len} bytes)");
     };
     Ok((format, BufReader::new(f)))
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// Every frame of an image file: one for a PNG, one per page for a TIFF.

@@ -462,6 +462,22 @@ impl colortype::ColorType for FiveBand {
     }
 }
 
+/// CRC-32 of PNG chunks (ISO 3309, reflected polynomial 0xEDB88320).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
 /// The lines of `stderr` that report `path`.
 fn error_lines_for<'a>(stderr: &'a str, path: &Path) -> Vec<&'a str> {
     let prefix = format!("error: {}: ", path.display());
@@ -477,11 +493,13 @@ fn bad_files_are_reported_one_line_each_and_do_not_stop_the_batch() {
     std::fs::write(&unreadable, "this is not an image\n").unwrap();
     let empty = d.join("empty.tif");
     std::fs::write(&empty, b"").unwrap();
-    // A PNG whose header declares 0×16 pixels.
+    // A valid PNG header that declares 0×256 pixels.
     let zero = d.join("zero.png");
     {
         let mut bytes = std::fs::read(&good).unwrap();
         bytes[16..20].copy_from_slice(&0u32.to_be_bytes()); // IHDR width
+        let crc = crc32(&bytes[12..29]); // IHDR type and data
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
         std::fs::write(&zero, bytes).unwrap();
     }
     let stack3d = d.join("zstack.tif");
@@ -515,7 +533,7 @@ fn bad_files_are_reported_one_line_each_and_do_not_stop_the_batch() {
     for (path, problem) in [
         (&unreadable, "not a PNG or TIFF file"),
         (&empty, "file is empty (0 bytes)"),
-        (&zero, "PNG"),
+        (&zero, "image is 0×256 pixels"),
         (&stack3d, "5 samples per pixel"),
         (&missing, "no such file or folder"),
     ] {

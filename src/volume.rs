@@ -315,6 +315,20 @@ pub struct VolumeSegmentation {
     pub mode: VolumeMode,
 }
 
+/// Summed network outputs of a stack in 3D mode (see [`VolumeSegmenter::flows_3d`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VolumeFlows {
+    /// (Z, Y, X) of `field`.
+    pub shape: [usize; 3],
+    /// `[dZ, dY, dX, cell probability]`, 4 planes of Z×Y×X: each flow is the sum of the two
+    /// orientations that see that axis, the cell probability the sum of all three logits.
+    pub field: Vec<f32>,
+    /// XY scale factor the network ran at (`diam_mean / diameter`).
+    pub rescale: f64,
+    /// XY object diameter (pixels) the stack was rescaled for.
+    pub diameter_used: f32,
+}
+
 /// Network runs on single slices: pad, tile, crop.
 #[derive(Default)]
 struct SliceNet {
@@ -530,11 +544,11 @@ impl VolumeSegmenter {
         })
     }
 
-    fn segment_3d(
-        &mut self,
-        volume: &VolumeView,
-        out: &mut VolumeSegmentation,
-    ) -> Result<(), Error> {
+    /// The summed network outputs of a stack in 3D mode, before the dynamics: what
+    /// [`segment`](Self::segment) follows when `do_3d` is set (reference `_run_net` with
+    /// `do_3D=True`). At the volume's size unless `params.resample` is off, in which case
+    /// at the network's (rescaled) size.
+    pub fn flows_3d(&mut self, volume: &VolumeView) -> Result<VolumeFlows, Error> {
         let (d, h, w, nc) = (
             volume.depth(),
             volume.height(),
@@ -610,6 +624,28 @@ impl VolumeSegmenter {
         } else {
             (yf, shape_net)
         };
+        Ok(VolumeFlows {
+            shape: shape_dyn,
+            field: std::mem::take(&mut field),
+            rescale,
+            diameter_used: (diam_mean / rescale) as f32,
+        })
+    }
+
+    fn segment_3d(
+        &mut self,
+        volume: &VolumeView,
+        out: &mut VolumeSegmentation,
+    ) -> Result<(), Error> {
+        let (d, h, w) = (volume.depth(), volume.height(), volume.width());
+        let VolumeFlows {
+            shape: shape_dyn,
+            mut field,
+            rescale,
+            diameter_used,
+        } = self.flows_3d(volume)?;
+        let p = self.params.params.clone();
+        let resample = p.resample;
         let niter = p
             .niter
             .unwrap_or(if resample {
@@ -632,7 +668,7 @@ impl VolumeSegmenter {
         };
         out.labels = labels;
         out.n_objects = masks::fill_holes_and_remove_small(&mut out.labels, [d, h, w], p.min_size);
-        out.diameter_used = (diam_mean / rescale) as f32;
+        out.diameter_used = diameter_used;
         Ok(())
     }
 

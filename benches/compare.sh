@@ -34,7 +34,9 @@ if [[ $MODE == quick ]]; then QUICK_FLAG=--quick; fi
 FRAMES=${FRAMES:-$([[ $MODE == quick ]] && echo 50 || echo 500)}
 REPEATS=$([[ $MODE == quick ]] && echo 1 || echo 3)
 STAMP=$(date -u +%Y-%m-%dT%H%MZ)
-OUT=${OUT:-benches/results/${STAMP}$([[ $MODE == quick ]] && echo -quick).md}
+SUFFIX=""
+if [[ $MODE == quick ]]; then SUFFIX=-quick; fi
+OUT=${OUT:-benches/results/${STAMP}${SUFFIX}.md}
 WORK=$(mktemp -d -t cellpose-bench.XXXXXX)
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS
 log() { echo "[compare $(date -u +%H:%M:%S)] $*" >&2; }
@@ -77,7 +79,8 @@ log "preparing images ($MODE) in $WORK"
 "$PYTHON" benches/peers.py prepare --work "$WORK" --data "$DATA" $QUICK_FLAG
 
 M="--manifest $WORK/manifest.tsv"
-KINDS=full,crop512$([[ $MODE == full ]] && echo ,mosaic)
+KINDS=full,crop512
+if [[ $MODE == full ]]; then KINDS=$KINDS,mosaic; fi
 log "ours: end to end + dynamics (fp32), end to end (int8)"
 bench e2e $M --model "$MODEL_FP32" --label fp32 --threads "$THREADS" --repeats $REPEATS --kinds $KINDS --dump-flows "$WORK/flows"
 bench e2e $M --model "$MODEL_INT8" --label int8 --threads "$THREADS" --repeats $REPEATS --kinds $KINDS

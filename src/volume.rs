@@ -110,7 +110,7 @@ impl<'a> VolumeView<'a> {
                 found: data.len(),
             });
         }
-        if plane_stride % pixel.bytes() != 0 {
+        if !plane_stride.is_multiple_of(pixel.bytes()) {
             return Err(ImageError::Misaligned {
                 pixel: match pixel {
                     PixelType::U8 => "u8",
@@ -878,7 +878,7 @@ fn normalize_stack_channel(
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
             (a.min(v), b.max(v))
         });
-    if !(mx - mn > 0.0) {
+    if mx <= mn {
         return false;
     }
     scratch.clear();

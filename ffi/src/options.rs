@@ -96,7 +96,7 @@ impl cp_session_options {
     }
 
     /// The core's parameters (validated later by the core) and the thread count.
-    pub(crate) fn to_params(&self) -> Result<(Params, usize), Failure> {
+    pub(crate) fn to_params(self) -> Result<(Params, usize), Failure> {
         let diameter = match self.diameter_mode {
             CP_DIAMETER_MODEL_DEFAULT => Diameter::ModelDefault,
             CP_DIAMETER_AUTO => Diameter::Auto,

@@ -251,7 +251,7 @@ fn check_buffer<T>(name: &str, ptr: *const T, len: usize, needed: usize) -> Resu
             format!("output->{name}_len is {len}, the frame needs {needed}"),
         ));
     }
-    if (ptr as usize) % std::mem::align_of::<T>() != 0 {
+    if !(ptr as usize).is_multiple_of(std::mem::align_of::<T>()) {
         return Err(bad(
             cp_status::CP_ERR_INVALID_ARGUMENT,
             format!(

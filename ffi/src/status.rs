@@ -124,10 +124,10 @@ fn set_last_error(message: String) {
 fn clear_last_error() {
     // Only drops an earlier message: a successful call allocates nothing here.
     LAST_ERROR.with(|e| {
-        if let Ok(mut e) = e.try_borrow_mut() {
-            if e.is_some() {
-                *e = None;
-            }
+        if let Ok(mut e) = e.try_borrow_mut()
+            && e.is_some()
+        {
+            *e = None;
         }
     });
 }

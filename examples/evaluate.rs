@@ -16,10 +16,21 @@ fn read_png(path: &Path) -> (usize, usize, usize, Vec<u16>) {
     let mut buf = vec![0; r.output_buffer_size().unwrap()];
     let info = r.next_frame(&mut buf).unwrap();
     let data = match info.bit_depth {
-        png::BitDepth::Sixteen => buf[..info.buffer_size()].chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect(),
-        _ => buf[..info.buffer_size()].iter().map(|&v| v as u16).collect(),
+        png::BitDepth::Sixteen => buf[..info.buffer_size()]
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect(),
+        _ => buf[..info.buffer_size()]
+            .iter()
+            .map(|&v| v as u16)
+            .collect(),
     };
-    (info.width as usize, info.height as usize, info.color_type.samples(), data)
+    (
+        info.width as usize,
+        info.height as usize,
+        info.color_type.samples(),
+        data,
+    )
 }
 
 fn main() {
@@ -29,13 +40,22 @@ fn main() {
     let mode = a.get(3).map(String::as_str).unwrap_or("default");
     let threads: usize = a.get(4).map(|s| s.parse().unwrap()).unwrap_or(1);
     let split = dir.file_name().unwrap().to_str().unwrap();
-    let manifest = std::fs::read_to_string(dir.parent().unwrap().join(format!("manifest_{split}.csv"))).unwrap();
-    let mut rows: Vec<(String, String, f32)> = manifest.lines().skip(1).map(|l| {
-        let f: Vec<&str> = l.split(',').collect();
-        (f[0].to_string(), f[2].to_string(), f[6].parse().unwrap())
-    }).collect();
-    rows.sort();
-    let mut seg = Segmenter::new(model, Params::default()).unwrap().with_threads(threads).unwrap();
+    let manifest =
+        std::fs::read_to_string(dir.parent().unwrap().join(format!("manifest_{split}.csv")))
+            .unwrap();
+    let mut rows: Vec<(String, String, f32)> = manifest
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f[2].to_string(), f[6].parse().unwrap())
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut seg = Segmenter::new(model, Params::default())
+        .unwrap()
+        .with_threads(threads)
+        .unwrap();
     let mut per_mod: BTreeMap<String, Vec<[f64; 3]>> = BTreeMap::new();
     let mut diam_err: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut all = Vec::new();
@@ -43,7 +63,9 @@ fn main() {
     for (name, modality, gt_diam) in &rows {
         let (w, h, c, px) = read_png(&dir.join(format!("{name}_img.png")));
         let cc = c.min(3);
-        let gray: Vec<f32> = (0..w * h).map(|i| (0..cc).map(|k| px[i * c + k] as f32).sum::<f32>() / cc as f32).collect();
+        let gray: Vec<f32> = (0..w * h)
+            .map(|i| (0..cc).map(|k| px[i * c + k] as f32).sum::<f32>() / cc as f32)
+            .collect();
         let (_, _, _, truth) = read_png(&dir.join(format!("{name}_masks.png")));
         let truth: Vec<u32> = truth.iter().map(|&v| v as u32).collect();
         let diameter = match mode {
@@ -51,13 +73,30 @@ fn main() {
             "auto" => Diameter::Auto,
             _ => Diameter::ModelDefault,
         };
-        seg.set_params(Params { diameter, ..Params::default() }).unwrap();
-        let s = seg.segment(&ImageView::planar_f32(w, h, 1, &gray).unwrap()).unwrap();
+        seg.set_params(Params {
+            diameter,
+            ..Params::default()
+        })
+        .unwrap();
+        let s = seg
+            .segment(&ImageView::planar_f32(w, h, 1, &gray).unwrap())
+            .unwrap();
         let ap = average_precision(&truth, &s.labels, &[0.5, 0.75, 0.9]);
         let v = [ap[0].ap, ap[1].ap, ap[2].ap];
-        println!("{name} {modality} n_true={} n_pred={} AP50={:.3} AP75={:.3} AP90={:.3} diameter_used={:.1} gt_diameter={gt_diam:.1}", ap[0].tp + ap[0].fn_, s.n_objects, v[0], v[1], v[2], s.diameter_used);
+        println!(
+            "{name} {modality} n_true={} n_pred={} AP50={:.3} AP75={:.3} AP90={:.3} diameter_used={:.1} gt_diameter={gt_diam:.1}",
+            ap[0].tp + ap[0].fn_,
+            s.n_objects,
+            v[0],
+            v[1],
+            v[2],
+            s.diameter_used
+        );
         per_mod.entry(modality.clone()).or_default().push(v);
-        diam_err.entry(modality.clone()).or_default().push(((s.diameter_used - gt_diam) / gt_diam).abs() as f64);
+        diam_err
+            .entry(modality.clone())
+            .or_default()
+            .push(((s.diameter_used - gt_diam) / gt_diam).abs() as f64);
         all.push(v);
     }
     let secs = t0.elapsed().as_secs_f64();
@@ -65,8 +104,24 @@ fn main() {
     for (m, v) in &per_mod {
         let mut e = diam_err[m].clone();
         e.sort_by(f64::total_cmp);
-        println!("modality {m}: n={} AP50={:.4} AP75={:.4} AP90={:.4} median_rel_diameter_error={:.3}", v.len(), mean(v, 0), mean(v, 1), mean(v, 2), e[e.len() / 2]);
+        println!(
+            "modality {m}: n={} AP50={:.4} AP75={:.4} AP90={:.4} median_rel_diameter_error={:.3}",
+            v.len(),
+            mean(v, 0),
+            mean(v, 1),
+            mean(v, 2),
+            e[e.len() / 2]
+        );
     }
-    println!("mode={mode} threads={threads} seconds_per_image={:.3}", secs / all.len() as f64);
-    println!("AP50={:.4} AP75={:.4} AP90={:.4} n={}", mean(&all, 0), mean(&all, 1), mean(&all, 2), all.len());
+    println!(
+        "mode={mode} threads={threads} seconds_per_image={:.3}",
+        secs / all.len() as f64
+    );
+    println!(
+        "AP50={:.4} AP75={:.4} AP90={:.4} n={}",
+        mean(&all, 0),
+        mean(&all, 1),
+        mean(&all, 2),
+        all.len()
+    );
 }

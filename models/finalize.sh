@@ -10,7 +10,7 @@ test_dir=${TEST_DIR:-../shared/data/dsb2018/test}
 mkdir -p models/results
 ck=$run/best.pth
 $py models/flops.py "$ck" | tee models/results/flops.txt
-$py models/train_size.py --weights "$ck" --out "$run/size_model.npy" --epochs 3 | grep -v "it/s" | tee models/results/size_model_fit.txt
+$py models/train_size.py --weights "$ck" --out "$run/size_model.npy" --epochs 2 | grep -v "it/s" | tee models/results/size_model_fit.txt
 $py models/export.py --checkpoint "$ck" --out models/nuclei_light.onnx --size-model "$run/size_model.npy" \
   --version "nuclei-light-$(date -u +%Y%m%d)" --training-data "dsb2018 train split (../shared/data/dsb2018/train, 90%; 10% held out)" \
   --license "CC0 training data; weights BSD-3-Clause" 2>&1 | grep wrote

@@ -11,8 +11,14 @@ fn main() {
     let threads: usize = a.get(4).map(|s| s.parse().unwrap()).unwrap_or(1);
     let reps: usize = a.get(5).map(|s| s.parse().unwrap()).unwrap_or(10);
     let t = Instant::now();
-    let mut times = cellpose::network::time_plan(&model, batch, side, side, threads, reps).expect("run");
+    let mut times =
+        cellpose::network::time_plan(&model, batch, side, side, threads, reps).expect("run");
     eprintln!("plan + runs: {:.2}s", t.elapsed().as_secs_f64());
     times.sort_by(f64::total_cmp);
-    println!("{} side={side} batch={batch} threads={threads} median_ms={:.2} min_ms={:.2}", a[1], times[times.len() / 2] * 1e3, times[0] * 1e3);
+    println!(
+        "{} side={side} batch={batch} threads={threads} median_ms={:.2} min_ms={:.2}",
+        a[1],
+        times[times.len() / 2] * 1e3,
+        times[0] * 1e3
+    );
 }

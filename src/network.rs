@@ -136,11 +136,21 @@ pub fn run_tiled(
 /// Runs the network `repeats` times on a `batch × 2 × height × width` input of a fixed
 /// pattern and returns the wall time of each run in seconds (the plan is optimised before
 /// the first timed run). For benchmarks.
-pub fn time_plan(model: &Model, batch: usize, height: usize, width: usize, threads: usize, repeats: usize) -> Result<Vec<f64>, ModelError> {
+pub fn time_plan(
+    model: &Model,
+    batch: usize,
+    height: usize,
+    width: usize,
+    threads: usize,
+    repeats: usize,
+) -> Result<Vec<f64>, ModelError> {
     let plan = model.plan(batch, height, width)?;
     let n = batch * IN_CHANNELS * height * width;
-    let data: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
-    let input = Tensor::from_shape(&[batch, IN_CHANNELS, height, width], &data).map_err(|e| ModelError::Run(e.to_string()))?;
+    let data: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+        .collect();
+    let input = Tensor::from_shape(&[batch, IN_CHANNELS, height, width], &data)
+        .map_err(|e| ModelError::Run(e.to_string()))?;
     let executor = (threads > 1).then(|| tract_linalg::multithread::Executor::multithread(threads));
     let mut times = Vec::with_capacity(repeats);
     for _ in 0..repeats.max(1) {

@@ -112,7 +112,7 @@ impl<'a> ImageView<'a> {
             });
         }
         let align = pixel.bytes();
-        if (data.as_ptr() as usize) % align != 0 || row_stride % align != 0 {
+        if !(data.as_ptr() as usize).is_multiple_of(align) || !row_stride.is_multiple_of(align) {
             return Err(ImageError::Misaligned {
                 pixel: pixel.name(),
             });

@@ -139,12 +139,12 @@ impl Model {
         let fact = graph
             .input_fact(0)
             .map_err(|e| ModelError::Parse(e.to_string()))?;
-        if let Some(rank) = fact.shape.rank().concretize() {
-            if rank != 4 {
-                return Err(ModelError::InputRank {
-                    found: rank as usize,
-                });
-            }
+        if let Some(rank) = fact.shape.rank().concretize()
+            && rank != 4
+        {
+            return Err(ModelError::InputRank {
+                found: rank as usize,
+            });
         }
         if let Some(c) = fact
             .shape
@@ -153,13 +153,12 @@ impl Model {
             .and_then(|d| d.concretize())
             .and_then(|d| d.to_i64().ok())
             .map(|d| d as usize)
+            && c != 2
         {
-            if c != 2 {
-                return Err(ModelError::InputChannels {
-                    expected: 2,
-                    found: c,
-                });
-            }
+            return Err(ModelError::InputChannels {
+                expected: 2,
+                found: c,
+            });
         }
 
         let diam_mean = meta_f32(&metadata, "diam_mean")?.unwrap_or(30.0);

@@ -51,7 +51,8 @@ pub fn normalize_channel(
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
             (a.min(v), b.max(v))
         });
-    if !(mx - mn > 0.0) {
+    // A constant channel, or one holding NaN, is left as it is.
+    if mx - mn <= 0.0 || (mx - mn).is_nan() {
         return false;
     }
     scratch.clear();

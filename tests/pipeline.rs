@@ -19,11 +19,17 @@ fn segment(name: &str, params: Params, threads: usize) -> (cellpose::Segmentatio
 #[test]
 fn shipped_model_finds_the_nuclei_of_a_test_image() {
     // Annotated median diameter of this image: 17.95 px (tests/data/SOURCES.md).
-    let p = Params { diameter: Diameter::Pixels(17.95), ..Params::default() };
+    let p = Params {
+        diameter: Diameter::Pixels(17.95),
+        ..Params::default()
+    };
     let (s, truth) = segment("dsb_00071198d059ba7f", p, 1);
     assert_eq!(s.labels.len(), 256 * 256);
     let ap = average_precision(&truth, &s.labels, &[0.5])[0];
-    eprintln!("objects {} ap50 {:.3} diameter {:.1}", s.n_objects, ap.ap, s.diameter_used);
+    eprintln!(
+        "objects {} ap50 {:.3} diameter {:.1}",
+        s.n_objects, ap.ap, s.diameter_used
+    );
     assert!(s.n_objects > 10, "found only {} objects", s.n_objects);
     assert!(ap.ap > 0.5, "AP50 {:.3}", ap.ap);
 }

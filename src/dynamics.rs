@@ -190,7 +190,7 @@ mod tests {
             }
         }
         let ys: Vec<u32> = (0..h as u32)
-            .flat_map(|y| std::iter::repeat(y).take(w))
+            .flat_map(|y| std::iter::repeat_n(y, w))
             .collect();
         let xs: Vec<u32> = (0..h).flat_map(|_| 0..w as u32).collect();
         let (mut oy, mut ox) = (vec![0; ys.len()], vec![0; ys.len()]);

@@ -223,14 +223,14 @@ impl Model {
             .ok()
             .expect("no other reference yet");
         inner.info.style_size = style[1];
-        if let Some(sm) = &inner.info.size_model {
-            if sm.style_size() != style[1] {
-                return Err(ModelError::Metadata {
-                    key: "cellpose.size_model.A".into(),
-                    value: format!("{} values", sm.style_size()),
-                    reason: format!("the network's style vector has {} values", style[1]),
-                });
-            }
+        if let Some(sm) = &inner.info.size_model
+            && sm.style_size() != style[1]
+        {
+            return Err(ModelError::Metadata {
+                key: "cellpose.size_model.A".into(),
+                value: format!("{} values", sm.style_size()),
+                reason: format!("the network's style vector has {} values", style[1]),
+            });
         }
         Ok(Model {
             inner: Arc::new(inner),

@@ -154,13 +154,10 @@ impl Segmenter {
                 // segmentation at that scale (no resampling, no interpolation) → median
                 // diameter of its masks.
                 self.run_network(w, h, 1.0, out)?;
-                let sm = self
-                    .model
-                    .info()
-                    .size_model
-                    .clone()
-                    .expect("checked in new()");
-                let d_style = sm.estimate(&out.style);
+                let d_style = match &self.model.info().size_model {
+                    Some(sm) => sm.estimate(&out.style),
+                    None => return Err(ParamsError::NoSizeModel.into()),
+                };
                 self.run_at(w, h, diam_mean / d_style, false, false, out)?;
                 let d = objects::median_diameter(&out.labels);
                 let d = if d > 0.0 && d.is_finite() {

@@ -17,8 +17,71 @@ pub const IN_CHANNELS: usize = 2;
 #[derive(Default)]
 pub struct NetworkScratch {
     batch: Vec<f32>,
+    padded: Vec<f32>,
+    net_out: Vec<f32>,
     extended: Vec<f32>,
     blender: TileBlender,
+}
+
+/// Pads `img` (`2 × height × width`, normalised and rescaled) as the reference does
+/// (`preprocess::pad_for`), runs [`run_tiled`] on it, and writes the `3 × height × width`
+/// outputs cropped back to the image into `out` and the normalised style into `style`
+/// (reference `core.run_net` for one image).
+#[allow(clippy::too_many_arguments)]
+pub fn run_padded(
+    model: &Model,
+    img: &[f32],
+    height: usize,
+    width: usize,
+    augment: bool,
+    tile_overlap: f32,
+    batch_size: usize,
+    executor: Option<&tract_linalg::multithread::Executor>,
+    scratch: &mut NetworkScratch,
+    out: &mut Vec<f32>,
+    style: &mut Vec<f32>,
+) -> Result<(), ModelError> {
+    let (py0, py1) = crate::preprocess::pad_for(height);
+    let (px0, px1) = crate::preprocess::pad_for(width);
+    let (ph, pw) = (height + py0 + py1, width + px0 + px1);
+    let mut padded = std::mem::take(&mut scratch.padded);
+    let mut net_out = std::mem::take(&mut scratch.net_out);
+    padded.clear();
+    padded.resize(IN_CHANNELS * ph * pw, 0.0);
+    for c in 0..IN_CHANNELS {
+        for y in 0..height {
+            let d0 = c * ph * pw + (y + py0) * pw + px0;
+            let s0 = (c * height + y) * width;
+            padded[d0..d0 + width].copy_from_slice(&img[s0..s0 + width]);
+        }
+    }
+    net_out.resize(OUT_CHANNELS * ph * pw, 0.0);
+    let result = run_tiled(
+        model,
+        &padded,
+        ph,
+        pw,
+        augment,
+        tile_overlap,
+        batch_size,
+        executor,
+        scratch,
+        &mut net_out,
+        style,
+    );
+    if result.is_ok() {
+        out.resize(OUT_CHANNELS * height * width, 0.0);
+        for c in 0..OUT_CHANNELS {
+            for y in 0..height {
+                let s0 = c * ph * pw + (y + py0) * pw + px0;
+                let d0 = (c * height + y) * width;
+                out[d0..d0 + width].copy_from_slice(&net_out[s0..s0 + width]);
+            }
+        }
+    }
+    scratch.padded = padded;
+    scratch.net_out = net_out;
+    result
 }
 
 /// Runs the model on `img` (`2 × height × width`, already normalised, resized and padded)

@@ -39,8 +39,6 @@ struct Workspace {
     planes: Vec<f32>,
     norm_scratch: Vec<f32>,
     resized: Vec<f32>,
-    padded: Vec<f32>,
-    net_out: Vec<f32>,
     cropped: Vec<f32>,
     resize: ResizeScratch,
     net: NetworkScratch,
@@ -277,40 +275,19 @@ impl Segmenter {
         } else {
             &ws.planes
         };
-        let (py0, py1) = preprocess::pad_for(rh);
-        let (px0, px1) = preprocess::pad_for(rw);
-        let (ph, pw) = (rh + py0 + py1, rw + px0 + px1);
-        ws.padded.clear();
-        ws.padded.resize(IN_CHANNELS * ph * pw, 0.0);
-        for c in 0..IN_CHANNELS {
-            for y in 0..rh {
-                let s = &src[c * rw * rh + y * rw..c * rw * rh + (y + 1) * rw];
-                let d0 = c * ph * pw + (y + py0) * pw + px0;
-                ws.padded[d0..d0 + rw].copy_from_slice(s);
-            }
-        }
-        ws.net_out.resize(OUT_CHANNELS * ph * pw, 0.0);
-        network::run_tiled(
+        network::run_padded(
             &self.model,
-            &ws.padded,
-            ph,
-            pw,
+            src,
+            rh,
+            rw,
             self.params.augment,
             self.params.tile_overlap,
             self.params.batch_size,
             self.executor.as_ref(),
             &mut ws.net,
-            &mut ws.net_out,
+            &mut ws.cropped,
             &mut out.style,
         )?;
-        ws.cropped.resize(OUT_CHANNELS * rw * rh, 0.0);
-        for c in 0..OUT_CHANNELS {
-            for y in 0..rh {
-                let s0 = c * ph * pw + (y + py0) * pw + px0;
-                ws.cropped[c * rw * rh + y * rw..c * rw * rh + (y + 1) * rw]
-                    .copy_from_slice(&ws.net_out[s0..s0 + rw]);
-            }
-        }
         out.width = w;
         out.height = h;
         out.flows.resize(2 * npix, 0.0);

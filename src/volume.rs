@@ -19,7 +19,7 @@ use crate::error::{Error, ImageError, ParamsError};
 use crate::image::{ChannelLayout, ImageView, MAX_SIDE, PixelType};
 use crate::masks;
 use crate::model::Model;
-use crate::network::{self, IN_CHANNELS, NetworkScratch, OUT_CHANNELS};
+use crate::network::{self, IN_CHANNELS, NetworkScratch};
 use crate::params::{Diameter, Params};
 use crate::preprocess::{self, ResizeScratch};
 use crate::segmenter::{Segmentation, Segmenter};
@@ -333,8 +333,6 @@ pub struct VolumeFlows {
 #[derive(Default)]
 struct SliceNet {
     input: Vec<f32>,
-    padded: Vec<f32>,
-    net_out: Vec<f32>,
     out: Vec<f32>,
     style: Vec<f32>,
     scratch: NetworkScratch,
@@ -352,40 +350,19 @@ impl SliceNet {
         h: usize,
         w: usize,
     ) -> Result<(), Error> {
-        let (py0, py1) = preprocess::pad_for(h);
-        let (px0, px1) = preprocess::pad_for(w);
-        let (ph, pw) = (h + py0 + py1, w + px0 + px1);
-        self.padded.clear();
-        self.padded.resize(IN_CHANNELS * ph * pw, 0.0);
-        for c in 0..IN_CHANNELS {
-            for y in 0..h {
-                let d0 = c * ph * pw + (y + py0) * pw + px0;
-                self.padded[d0..d0 + w]
-                    .copy_from_slice(&self.input[(c * h + y) * w..(c * h + y + 1) * w]);
-            }
-        }
-        self.net_out.resize(OUT_CHANNELS * ph * pw, 0.0);
-        network::run_tiled(
+        network::run_padded(
             model,
-            &self.padded,
-            ph,
-            pw,
+            &self.input,
+            h,
+            w,
             params.augment,
             params.tile_overlap,
             params.batch_size,
             executor,
             &mut self.scratch,
-            &mut self.net_out,
+            &mut self.out,
             &mut self.style,
         )?;
-        self.out.resize(OUT_CHANNELS * h * w, 0.0);
-        for c in 0..OUT_CHANNELS {
-            for y in 0..h {
-                let s0 = c * ph * pw + (y + py0) * pw + px0;
-                self.out[(c * h + y) * w..(c * h + y + 1) * w]
-                    .copy_from_slice(&self.net_out[s0..s0 + w]);
-            }
-        }
         Ok(())
     }
 }

@@ -6,38 +6,58 @@
 //! heat. These are the network's training targets and what the flow-error quality control
 //! compares predictions with. f64 throughout, as the reference.
 
-/// Bounding boxes and pixel lists of labels 1..=max in row-major order.
-pub(crate) struct Objects {
-    /// Per label (index label-1): (y0, x0, y1, x1) inclusive-exclusive, or None if absent.
-    pub boxes: Vec<Option<(usize, usize, usize, usize)>>,
-}
+/// A label's bounding box (y0, x0, y1, x1), inclusive-exclusive, or None if it is absent.
+type LabelBox = Option<(usize, usize, usize, usize)>;
 
-impl Objects {
-    pub fn new(labels: &[u32], width: usize) -> Objects {
-        let max = labels.iter().copied().max().unwrap_or(0) as usize;
-        let mut boxes: Vec<Option<(usize, usize, usize, usize)>> = vec![None; max];
-        for (i, &l) in labels.iter().enumerate() {
-            if l == 0 {
-                continue;
-            }
-            let (y, x) = (i / width, i % width);
-            let b = &mut boxes[l as usize - 1];
-            *b = Some(match *b {
-                None => (y, x, y + 1, x + 1),
-                Some((y0, x0, y1, x1)) => (y0.min(y), x0.min(x), y1.max(y + 1), x1.max(x + 1)),
-            });
+/// Bounding boxes of labels 1..=max (index label-1) of a row-major label image.
+fn label_boxes(labels: &[u32], width: usize, boxes: &mut Vec<LabelBox>) {
+    let max = labels.iter().copied().max().unwrap_or(0) as usize;
+    boxes.clear();
+    boxes.resize(max, None);
+    for (i, &l) in labels.iter().enumerate() {
+        if l == 0 {
+            continue;
         }
-        Objects { boxes }
+        let (y, x) = (i / width, i % width);
+        let b = &mut boxes[l as usize - 1];
+        *b = Some(match *b {
+            None => (y, x, y + 1, x + 1),
+            Some((y0, x0, y1, x1)) => (y0.min(y), x0.min(x), y1.max(y + 1), x1.max(x + 1)),
+        });
     }
 }
 
-/// Reusable buffers of [`masks_to_flows_into`].
+/// Reusable buffers of [`masks_to_flows_into`] and [`flow_errors`].
 #[derive(Default, Debug, Clone)]
 pub struct FlowScratch {
     heat: Vec<f64>,
     next: Vec<f64>,
     ys: Vec<usize>,
     xs: Vec<usize>,
+    boxes: Vec<LabelBox>,
+    sums: Vec<[f64; 2]>,
+    counts: Vec<usize>,
+    errors: Vec<f64>,
+}
+
+impl FlowScratch {
+    /// Sizes every buffer for `height × width` label images holding labels up to
+    /// `max_label`, so that no later call within those bounds allocates.
+    pub fn reserve_for(&mut self, height: usize, width: usize, max_label: usize) {
+        let framed = (height + 2) * (width + 2);
+        let npix = height * width;
+        self.heat.reserve(framed.saturating_sub(self.heat.len()));
+        self.next.reserve(framed.saturating_sub(self.next.len()));
+        self.ys.reserve(npix.saturating_sub(self.ys.len()));
+        self.xs.reserve(npix.saturating_sub(self.xs.len()));
+        self.boxes
+            .reserve(max_label.saturating_sub(self.boxes.len()));
+        self.sums.reserve(max_label.saturating_sub(self.sums.len()));
+        self.counts
+            .reserve(max_label.saturating_sub(self.counts.len()));
+        self.errors
+            .reserve(max_label.saturating_sub(self.errors.len()));
+    }
 }
 
 /// Unit flows (`2 × height × width`, dY plane then dX plane) of a label image; background
@@ -58,9 +78,10 @@ pub fn masks_to_flows_into(
 ) {
     assert!(labels.len() == height * width && out.len() == 2 * height * width);
     out.fill(0.0);
-    let objects = Objects::new(labels, width);
+    let mut boxes = std::mem::take(&mut scratch.boxes);
+    label_boxes(labels, width, &mut boxes);
     let (dy_out, dx_out) = out.split_at_mut(height * width);
-    for (li, b) in objects.boxes.iter().enumerate() {
+    for (li, b) in boxes.iter().enumerate() {
         let Some((y0, x0, y1, x1)) = *b else { continue };
         let label = li as u32 + 1;
         // Box with a one-pixel frame so that every neighbour read is in bounds.
@@ -125,25 +146,34 @@ pub fn masks_to_flows_into(
             dx_out[o] = (dx / norm) as f32;
         }
     }
+    scratch.boxes = boxes;
 }
 
 /// Per-label mean squared error between the flows of the masks and the network's flows
 /// (reference `metrics.flow_error`; `net_flows` are the raw network flows, divided by 5 here).
-/// Index `l-1` holds label `l`; absent labels get 0.
-pub fn flow_errors(
+/// Index `l-1` holds label `l`; absent labels get 0. The errors live in `scratch`.
+pub fn flow_errors<'s>(
     labels: &[u32],
     net_flows: &[f32],
     height: usize,
     width: usize,
-    scratch: &mut FlowScratch,
+    scratch: &'s mut FlowScratch,
     mask_flows: &mut Vec<f32>,
-) -> Vec<f64> {
+) -> &'s [f64] {
     let npix = height * width;
     mask_flows.resize(2 * npix, 0.0);
     masks_to_flows_into(labels, height, width, scratch, mask_flows);
     let max = labels.iter().copied().max().unwrap_or(0) as usize;
-    let mut sums = vec![[0.0f64; 2]; max];
-    let mut counts = vec![0usize; max];
+    let FlowScratch {
+        sums,
+        counts,
+        errors,
+        ..
+    } = scratch;
+    sums.clear();
+    sums.resize(max, [0.0; 2]);
+    counts.clear();
+    counts.resize(max, 0);
     for i in 0..npix {
         let l = labels[i] as usize;
         if l == 0 {
@@ -156,15 +186,15 @@ pub fn flow_errors(
             sums[l - 1][c] += d * d;
         }
     }
-    (0..max)
-        .map(|l| {
-            if counts[l] == 0 {
-                0.0
-            } else {
-                sums[l][0] / counts[l] as f64 + sums[l][1] / counts[l] as f64
-            }
-        })
-        .collect()
+    errors.clear();
+    errors.extend((0..max).map(|l| {
+        if counts[l] == 0 {
+            0.0
+        } else {
+            sums[l][0] / counts[l] as f64 + sums[l][1] / counts[l] as f64
+        }
+    }));
+    errors
 }
 
 #[cfg(test)]
@@ -195,14 +225,8 @@ mod tests {
             .collect();
         let f = masks_to_flows(&labels, h, w);
         let net: Vec<f32> = f.iter().map(|v| v * 5.0).collect();
-        let e = flow_errors(
-            &labels,
-            &net,
-            h,
-            w,
-            &mut FlowScratch::default(),
-            &mut Vec::new(),
-        );
+        let mut scratch = FlowScratch::default();
+        let e = flow_errors(&labels, &net, h, w, &mut scratch, &mut Vec::new());
         assert!(e.iter().all(|v| *v < 1e-10), "{e:?}");
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::dynamics::{self, FLOW_SCALE};
 use crate::flows::{self, FlowScratch};
-use crate::masks::{self, MaskScratch};
+use crate::masks::{self, LabelScratch, MaskScratch};
 use crate::params::Params;
 
 /// Buffers of the mask stage, reused from frame to frame.
@@ -20,12 +20,46 @@ pub struct MaskFormation {
     mask_scratch: MaskScratch,
     flow_scratch: FlowScratch,
     mask_flows: Vec<f32>,
+    drop: Vec<bool>,
+    label_scratch: LabelScratch,
+    /// Grid sizes (pixels) the buffers were reserved for, and the most labels they produce.
+    reserved_npix: usize,
+    label_bound: usize,
     pool: Option<(usize, rayon::ThreadPool)>,
 }
 
 impl MaskFormation {
     pub fn new() -> MaskFormation {
         MaskFormation::default()
+    }
+
+    /// Reserves, on the first grid of a size, room for the worst case of every buffer
+    /// (every pixel moving, the most seeds a grid can hold), so that later grids of that
+    /// size never allocate, whatever they contain.
+    fn reserve_for(&mut self, h: usize, w: usize) {
+        let npix = h * w;
+        if npix <= self.reserved_npix {
+            return;
+        }
+        self.reserved_npix = npix;
+        self.label_bound = self.label_bound.max(masks::max_labels(npix));
+        for v in [
+            &mut self.moving_y,
+            &mut self.moving_x,
+            &mut self.moving_idx,
+            &mut self.end_y,
+            &mut self.end_x,
+        ] {
+            v.reserve(npix.saturating_sub(v.len()));
+        }
+        self.masked_flow
+            .reserve((2 * npix).saturating_sub(self.masked_flow.len()));
+        self.mask_flows
+            .reserve((2 * npix).saturating_sub(self.mask_flows.len()));
+        self.drop
+            .reserve((self.label_bound + 1).saturating_sub(self.drop.len()));
+        self.mask_scratch.reserve_for(h, w);
+        self.flow_scratch.reserve_for(h, w, self.label_bound);
     }
 
     /// Labels (before hole filling and size filtering) from raw network flows
@@ -47,6 +81,7 @@ impl MaskFormation {
         let npix = w * h;
         assert!(flows.len() == 2 * npix && cell_prob.len() == npix && labels.len() == npix);
         let th = params.cellprob_threshold;
+        self.reserve_for(h, w);
         self.moving_y.clear();
         self.moving_x.clear();
         self.moving_idx.clear();
@@ -108,12 +143,33 @@ impl MaskFormation {
                 &mut self.flow_scratch,
                 &mut self.mask_flows,
             );
-            let mut drop = vec![false; errors.len() + 1];
-            for (l, e) in errors.iter().enumerate() {
-                drop[l + 1] = *e > params.flow_threshold as f64;
-            }
-            masks::remove_labels(labels, &drop);
+            self.drop.clear();
+            self.drop.push(false);
+            self.drop
+                .extend(errors.iter().map(|e| *e > params.flow_threshold as f64));
+            masks::remove_labels(labels, &self.drop);
         }
+    }
+
+    /// The most labels any grid seen so far can produce (room reserved for that many).
+    pub(crate) fn label_bound(&self) -> usize {
+        self.label_bound
+    }
+
+    /// Hole filling and removal of masks under `min_size` pixels on labels made by this
+    /// stage (possibly resized to another grid), renumbered 1..=n; returns n. Reuses this
+    /// stage's buffers.
+    pub fn fill_holes_and_remove_small(
+        &mut self,
+        labels: &mut [u32],
+        shape: [usize; 3],
+        min_size: i32,
+    ) -> u32 {
+        self.label_scratch.reserve_for(
+            labels.len(),
+            self.label_bound.max(masks::max_labels(labels.len())),
+        );
+        masks::fill_holes_and_remove_small_with(labels, shape, min_size, &mut self.label_scratch)
     }
 
     /// The whole stage: [`raw_labels`](Self::raw_labels), then hole filling and removal of
@@ -141,6 +197,6 @@ impl MaskFormation {
             threads,
             labels,
         );
-        masks::fill_holes_and_remove_small(labels, [1, h, w], params.min_size)
+        self.fill_holes_and_remove_small(labels, [1, h, w], params.min_size)
     }
 }

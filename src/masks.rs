@@ -16,6 +16,12 @@ const GROW_ITERS: usize = 5;
 /// Local maxima are found with a 5×5 max filter.
 const PEAK_KERNEL: usize = 5;
 
+/// The most labels a `npix`-pixel grid can produce: every seed is a distinct histogram bin
+/// holding more than [`SEED_MIN_COUNT`] of the at most `npix` moving pixels.
+pub fn max_labels(npix: usize) -> usize {
+    npix / (SEED_MIN_COUNT as usize + 1) + 1
+}
+
 /// Reusable buffers of [`labels_from_positions`].
 #[derive(Default, Debug, Clone)]
 pub struct MaskScratch {
@@ -23,6 +29,58 @@ pub struct MaskScratch {
     hmax: Vec<u32>,
     tmp: Vec<u32>,
     seed_map: Vec<u32>,
+    seeds: Vec<(u32, usize)>,
+    counts: Vec<usize>,
+    keep: Vec<bool>,
+    map: Vec<u32>,
+}
+
+impl MaskScratch {
+    /// Sizes every buffer for a `height × width` grid, so that no later call on a grid of
+    /// that size allocates, whatever the number of objects.
+    pub fn reserve_for(&mut self, height: usize, width: usize) {
+        let bins = (height + 2 * RPAD) * (width + 2 * RPAD);
+        let labels = max_labels(height * width) + 1;
+        for v in [
+            &mut self.hist,
+            &mut self.hmax,
+            &mut self.tmp,
+            &mut self.seed_map,
+        ] {
+            v.reserve(bins.saturating_sub(v.len()));
+        }
+        self.seeds.reserve(labels.saturating_sub(self.seeds.len()));
+        self.counts
+            .reserve(labels.saturating_sub(self.counts.len()));
+        self.keep.reserve(labels.saturating_sub(self.keep.len()));
+        self.map.reserve(labels.saturating_sub(self.map.len()));
+    }
+}
+
+/// Reusable buffers of [`fill_holes_and_remove_small_with`] and [`renumber_with`].
+#[derive(Default, Debug, Clone)]
+pub struct LabelScratch {
+    counts: Vec<usize>,
+    drop: Vec<bool>,
+    map: Vec<u32>,
+    boxes: Vec<[usize; 6]>,
+    outside: Vec<u8>,
+    stack: Vec<usize>,
+}
+
+impl LabelScratch {
+    /// Sizes every buffer for label images of `npix` pixels holding labels up to
+    /// `max_label`, so that no later call within those bounds allocates.
+    pub fn reserve_for(&mut self, npix: usize, max_label: usize) {
+        let l = max_label + 1;
+        self.counts.reserve(l.saturating_sub(self.counts.len()));
+        self.drop.reserve(l.saturating_sub(self.drop.len()));
+        self.map.reserve(l.saturating_sub(self.map.len()));
+        self.boxes.reserve(l.saturating_sub(self.boxes.len()));
+        self.outside
+            .reserve(npix.saturating_sub(self.outside.len()));
+        self.stack.reserve(npix.saturating_sub(self.stack.len()));
+    }
 }
 
 /// Separable max filter (odd kernel, window clipped at the borders) over a `h × w` grid.
@@ -69,6 +127,10 @@ pub fn labels_from_positions(
         hmax,
         tmp,
         seed_map,
+        seeds,
+        counts,
+        keep,
+        map,
     } = scratch;
     hist.clear();
     hist.resize(hh * hw, 0);
@@ -78,14 +140,17 @@ pub fn labels_from_positions(
     max_filter(hist, hh, hw, PEAK_KERNEL, tmp, hmax);
     // Seeds: bins that are their neighbourhood's maximum and hold enough pixels, sorted by
     // count ascending (row-major position breaks ties) so larger sinks are painted last.
-    let mut seeds: Vec<(u32, usize)> = (0..hh * hw)
-        .filter(|&i| hist[i] > SEED_MIN_COUNT && hist[i] == hmax[i])
-        .map(|i| (hist[i], i))
-        .collect();
+    seeds.clear();
+    seeds.extend(
+        (0..hh * hw)
+            .filter(|&i| hist[i] > SEED_MIN_COUNT && hist[i] == hmax[i])
+            .map(|i| (hist[i], i)),
+    );
     if seeds.is_empty() {
         return;
     }
-    seeds.sort_by_key(|&(c, i)| (c, i));
+    // Unstable sort: the keys are distinct (positions differ), and it does not allocate.
+    seeds.sort_unstable_by_key(|&(c, i)| (c, i));
     seed_map.clear();
     seed_map.resize(hh * hw, 0);
     let mut grow = [0u8; PATCH * PATCH];
@@ -122,19 +187,21 @@ pub fn labels_from_positions(
         labels[pi as usize] = seed_map[(y as usize + RPAD) * hw + x as usize + RPAD];
     }
     let nseeds = seeds.len();
-    let mut counts = vec![0usize; nseeds + 1];
+    counts.clear();
+    counts.resize(nseeds + 1, 0);
     for &l in labels.iter() {
         counts[l as usize] += 1;
     }
     let big = (height * width) as f64 * max_size_fraction as f64;
-    let mut keep: Vec<bool> = counts.iter().map(|&c| (c as f64) <= big).collect();
+    keep.clear();
+    keep.extend(counts.iter().map(|&c| (c as f64) <= big));
     keep[0] = true;
     for l in labels.iter_mut() {
         if !keep[*l as usize] {
             *l = 0;
         }
     }
-    renumber(labels);
+    renumber_with(labels, map);
 }
 
 /// The 3D counterpart of [`labels_from_positions`] (reference `get_masks_torch` on a
@@ -288,8 +355,14 @@ pub fn labels_from_positions_3d(
 /// Renumbers labels to 1..N in order of first appearance in row-major order (as
 /// `fastremap.renumber`); returns N.
 pub fn renumber(labels: &mut [u32]) -> u32 {
+    renumber_with(labels, &mut Vec::new())
+}
+
+/// [`renumber`] with a reusable map buffer.
+pub fn renumber_with(labels: &mut [u32], map: &mut Vec<u32>) -> u32 {
     let max = labels.iter().copied().max().unwrap_or(0) as usize;
-    let mut map = vec![0u32; max + 1];
+    map.clear();
+    map.resize(max + 1, 0);
     let mut n = 0;
     for l in labels.iter_mut() {
         if *l == 0 {
@@ -314,21 +387,24 @@ pub fn remove_labels(labels: &mut [u32], drop: &[bool]) {
     }
 }
 
-fn remove_small(labels: &mut [u32], min_size: i32) {
+fn remove_small(labels: &mut [u32], min_size: i32, counts: &mut Vec<usize>, drop: &mut Vec<bool>) {
     if min_size <= 0 {
         return;
     }
     let max = labels.iter().copied().max().unwrap_or(0) as usize;
-    let mut counts = vec![0usize; max + 1];
+    counts.clear();
+    counts.resize(max + 1, 0);
     for &l in labels.iter() {
         counts[l as usize] += 1;
     }
-    let drop: Vec<bool> = counts
-        .iter()
-        .enumerate()
-        .map(|(l, &c)| l > 0 && (c as i64) < min_size as i64)
-        .collect();
-    remove_labels(labels, &drop);
+    drop.clear();
+    drop.extend(
+        counts
+            .iter()
+            .enumerate()
+            .map(|(l, &c)| l > 0 && (c as i64) < min_size as i64),
+    );
+    remove_labels(labels, drop);
 }
 
 /// Fills holes in every mask and removes masks under `min_size` pixels (reference
@@ -337,12 +413,31 @@ fn remove_small(labels: &mut [u32], min_size: i32) {
 /// other labels or background; it takes the mask's label. `shape` is (depth, height,
 /// width); depth 1 for 2D.
 pub fn fill_holes_and_remove_small(labels: &mut [u32], shape: [usize; 3], min_size: i32) -> u32 {
-    remove_small(labels, min_size);
-    renumber(labels);
+    fill_holes_and_remove_small_with(labels, shape, min_size, &mut LabelScratch::default())
+}
+
+/// [`fill_holes_and_remove_small`] with reusable buffers.
+pub fn fill_holes_and_remove_small_with(
+    labels: &mut [u32],
+    shape: [usize; 3],
+    min_size: i32,
+    scratch: &mut LabelScratch,
+) -> u32 {
+    let LabelScratch {
+        counts,
+        drop,
+        map,
+        boxes,
+        outside,
+        stack,
+    } = scratch;
+    remove_small(labels, min_size, counts, drop);
+    renumber_with(labels, map);
     let [d, h, w] = shape;
     // Bounding boxes per label.
     let max = labels.iter().copied().max().unwrap_or(0) as usize;
-    let mut boxes = vec![[usize::MAX, usize::MAX, usize::MAX, 0, 0, 0]; max];
+    boxes.clear();
+    boxes.resize(max, [usize::MAX, usize::MAX, usize::MAX, 0, 0, 0]);
     for (i, &l) in labels.iter().enumerate() {
         if l == 0 {
             continue;
@@ -356,8 +451,6 @@ pub fn fill_holes_and_remove_small(labels: &mut [u32], shape: [usize; 3], min_si
         b[4] = b[4].max(y + 1);
         b[5] = b[5].max(x + 1);
     }
-    let mut outside: Vec<u8> = Vec::new();
-    let mut stack: Vec<usize> = Vec::new();
     for (li, b) in boxes.iter().enumerate() {
         if b[0] == usize::MAX {
             continue;
@@ -425,8 +518,8 @@ pub fn fill_holes_and_remove_small(labels: &mut [u32], shape: [usize; 3], min_si
             }
         }
     }
-    remove_small(labels, min_size);
-    renumber(labels)
+    remove_small(labels, min_size, counts, drop);
+    renumber_with(labels, map)
 }
 
 #[cfg(test)]

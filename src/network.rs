@@ -2,6 +2,8 @@
 //! batched through tract, their outputs blended back with the taper, and the style vectors
 //! of all tiles summed and L2-normalised.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tract_onnx::prelude::*;
 
 use crate::error::ModelError;
@@ -13,6 +15,36 @@ pub const OUT_CHANNELS: usize = 3;
 /// Channels of the network input.
 pub const IN_CHANNELS: usize = 2;
 
+/// Network runs (tract plan executions) in progress in this process.
+static RUNS_IN_PROGRESS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many tract plan executions are running right now, in the whole process.
+///
+/// Allocation-counting tests and benchmarks read it from their global allocator to tell the
+/// heap use of tract (which allocates its intermediate tensors on every run) from the heap use
+/// of this library's own code, which must be zero per frame once a segmenter has seen a frame
+/// of that size. Reading it does not allocate.
+#[doc(hidden)]
+pub fn runs_in_progress() -> usize {
+    RUNS_IN_PROGRESS.load(Ordering::SeqCst)
+}
+
+/// Marks a tract run for [`runs_in_progress`]; the count drops again even on unwinding.
+struct RunMarker;
+
+impl RunMarker {
+    fn start() -> RunMarker {
+        RUNS_IN_PROGRESS.fetch_add(1, Ordering::SeqCst);
+        RunMarker
+    }
+}
+
+impl Drop for RunMarker {
+    fn drop(&mut self) {
+        RUNS_IN_PROGRESS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Buffers reused from frame to frame.
 #[derive(Default)]
 pub struct NetworkScratch {
@@ -21,7 +53,13 @@ pub struct NetworkScratch {
     net_out: Vec<f32>,
     extended: Vec<f32>,
     blender: TileBlender,
+    /// Tilings of recent images (least recently used first) keyed by (height, width,
+    /// augment, overlap bits): automatic diameter runs up to three scales per frame.
+    grids: Vec<((usize, usize, bool, u32), TileGrid)>,
 }
+
+/// Tilings kept by [`NetworkScratch`].
+const CACHED_GRIDS: usize = 4;
 
 /// Pads `img` (`2 × height × width`, normalised and rescaled) as the reference does
 /// (`preprocess::pad_for`), runs [`run_tiled`] on it, and writes the `3 × height × width`
@@ -101,7 +139,38 @@ pub fn run_tiled(
     out: &mut [f32],
     style: &mut Vec<f32>,
 ) -> Result<(), ModelError> {
-    let grid = TileGrid::new(height, width, augment, tile_overlap);
+    // Frames of one size share their tiling: reuse it rather than rebuild it per frame.
+    let key = (height, width, augment, tile_overlap.to_bits());
+    let grid = match scratch.grids.iter().position(|(k, _)| *k == key) {
+        Some(i) => scratch.grids.remove(i).1,
+        None => {
+            if scratch.grids.len() >= CACHED_GRIDS {
+                scratch.grids.remove(0);
+            }
+            TileGrid::new(height, width, augment, tile_overlap)
+        }
+    };
+    let result = run_grid(
+        model, img, height, width, &grid, batch_size, executor, scratch, out, style,
+    );
+    scratch.grids.push((key, grid));
+    result
+}
+
+/// [`run_tiled`] over a given tiling of the image.
+#[allow(clippy::too_many_arguments)]
+fn run_grid(
+    model: &Model,
+    img: &[f32],
+    height: usize,
+    width: usize,
+    grid: &TileGrid,
+    batch_size: usize,
+    executor: Option<&tract_linalg::multithread::Executor>,
+    scratch: &mut NetworkScratch,
+    out: &mut [f32],
+    style: &mut Vec<f32>,
+) -> Result<(), ModelError> {
     // Augmentation tiles need an image of at least one tile: extend with zeros.
     let src: &[f32] = if grid.height != height || grid.width != width {
         let (gh, gw) = (grid.height, grid.width);
@@ -118,7 +187,7 @@ pub fn run_tiled(
     } else {
         img
     };
-    scratch.blender.reset(&grid, OUT_CHANNELS);
+    scratch.blender.reset(grid, OUT_CHANNELS);
     let (ly, lx) = (grid.ly, grid.lx);
     let tile_in = IN_CHANNELS * ly * lx;
     let tile_out = OUT_CHANNELS * ly * lx;
@@ -138,6 +207,9 @@ pub fn run_tiled(
                 &mut scratch.batch[b * tile_in..(b + 1) * tile_in],
             );
         }
+        // Everything from the plan lookup to the end of this batch belongs to tract: its
+        // input tensor, its intermediates and its output tensors are allocated per run.
+        let _marker = RunMarker::start();
         let plan = model.plan(n, ly, lx)?;
         let input = Tensor::from_shape(&[n, IN_CHANNELS, ly, lx], &scratch.batch)
             .map_err(|e| ModelError::Run(e.to_string()))?;
@@ -166,7 +238,7 @@ pub fn run_tiled(
         }
         for b in 0..n {
             scratch.blender.add(
-                &grid,
+                grid,
                 k0 + b,
                 &y[b * tile_out..(b + 1) * tile_out],
                 OUT_CHANNELS,
@@ -192,7 +264,7 @@ pub fn run_tiled(
     }
     scratch
         .blender
-        .finish(&grid, OUT_CHANNELS, height, width, out);
+        .finish(grid, OUT_CHANNELS, height, width, out);
     Ok(())
 }
 

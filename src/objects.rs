@@ -90,20 +90,29 @@ pub fn object_summaries_into(
 /// Reference `utils.diameters`: median over objects of `sqrt(area)`, divided by
 /// `sqrt(pi)/2`, i.e. the diameter of a disk of the median area. 0 when there are none.
 pub fn median_diameter(labels: &[u32]) -> f32 {
+    median_diameter_with(labels, &mut Vec::new(), &mut Vec::new())
+}
+
+/// [`median_diameter`] with reusable buffers (per-label pixel counts and radii).
+pub fn median_diameter_with(labels: &[u32], counts: &mut Vec<u64>, r: &mut Vec<f64>) -> f32 {
     let max = labels.iter().copied().max().unwrap_or(0) as usize;
-    let mut counts = vec![0u64; max + 1];
+    counts.clear();
+    counts.resize(max + 1, 0);
     for &l in labels {
         counts[l as usize] += 1;
     }
-    let mut r: Vec<f64> = counts[1..]
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| (c as f64).sqrt())
-        .collect();
+    r.clear();
+    r.extend(
+        counts[1..]
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| (c as f64).sqrt()),
+    );
     if r.is_empty() {
         return 0.0;
     }
-    r.sort_by(f64::total_cmp);
+    // Unstable sort: equal radii are interchangeable, and it does not allocate.
+    r.sort_unstable_by(f64::total_cmp);
     let n = r.len();
     let med = if n % 2 == 1 {
         r[n / 2]

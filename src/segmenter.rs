@@ -5,7 +5,6 @@
 use crate::error::{Error, ParamsError};
 use crate::flows_to_masks::MaskFormation;
 use crate::image::ImageView;
-use crate::masks;
 use crate::model::Model;
 use crate::network::{self, IN_CHANNELS, NetworkScratch, OUT_CHANNELS};
 use crate::objects;
@@ -44,6 +43,8 @@ struct Workspace {
     net: NetworkScratch,
     masks: MaskFormation,
     small_labels: Vec<u32>,
+    diameter_counts: Vec<u64>,
+    diameter_radii: Vec<f64>,
 }
 
 /// Segments frames with one model and one parameter set. One segmenter is used by one
@@ -157,7 +158,17 @@ impl Segmenter {
                     None => return Err(ParamsError::NoSizeModel.into()),
                 };
                 self.run_at(w, h, diam_mean / d_style, false, false, out)?;
-                let d = objects::median_diameter(&out.labels);
+                let ws = &mut self.ws;
+                let bound = ws.masks.label_bound() + 1;
+                ws.diameter_counts
+                    .reserve(bound.saturating_sub(ws.diameter_counts.len()));
+                ws.diameter_radii
+                    .reserve(bound.saturating_sub(ws.diameter_radii.len()));
+                let d = objects::median_diameter_with(
+                    &out.labels,
+                    &mut ws.diameter_counts,
+                    &mut ws.diameter_radii,
+                );
                 let d = if d > 0.0 && d.is_finite() {
                     d
                 } else {
@@ -224,7 +235,8 @@ impl Segmenter {
             preprocess::resize_labels_nearest(&ws.small_labels, rw, rh, &mut out.labels, w, h);
         }
         out.n_objects =
-            masks::fill_holes_and_remove_small(&mut out.labels, [1, h, w], self.params.min_size);
+            ws.masks
+                .fill_holes_and_remove_small(&mut out.labels, [1, h, w], self.params.min_size);
         out.diameter_used = self.model.info().diam_mean / rescale;
         Ok(())
     }

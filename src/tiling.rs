@@ -146,6 +146,9 @@ pub fn taper_mask(ly: usize, lx: usize) -> Vec<f64> {
     out
 }
 
+/// Taper masks kept per tile shape: automatic diameter runs up to three scales per frame.
+const CACHED_MASKS: usize = 4;
+
 /// Accumulates network outputs of tiles into a whole-image map with tapered weights.
 #[derive(Debug, Default, Clone)]
 pub struct TileBlender {
@@ -153,6 +156,9 @@ pub struct TileBlender {
     weight: Vec<f64>,
     mask: Vec<f64>,
     mask_shape: (usize, usize),
+    /// Masks of other tile shapes seen recently (least recently used first), so that
+    /// frames alternating between scales do not rebuild them.
+    other_masks: Vec<((usize, usize), Vec<f64>)>,
 }
 
 impl TileBlender {
@@ -162,9 +168,20 @@ impl TileBlender {
         self.acc.resize(channels * grid.height * grid.width, 0.0);
         self.weight.clear();
         self.weight.resize(grid.height * grid.width, 0.0);
-        if self.mask_shape != (grid.ly, grid.lx) {
-            self.mask = taper_mask(grid.ly, grid.lx);
-            self.mask_shape = (grid.ly, grid.lx);
+        let shape = (grid.ly, grid.lx);
+        if self.mask_shape != shape {
+            let current = (self.mask_shape, std::mem::take(&mut self.mask));
+            self.mask = match self.other_masks.iter().position(|(s, _)| *s == shape) {
+                Some(i) => self.other_masks.remove(i).1,
+                None => taper_mask(grid.ly, grid.lx),
+            };
+            self.mask_shape = shape;
+            if !current.1.is_empty() {
+                if self.other_masks.len() >= CACHED_MASKS {
+                    self.other_masks.remove(0);
+                }
+                self.other_masks.push(current);
+            }
         }
     }
 

@@ -30,18 +30,26 @@ struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+/// The part of ALLOCS made while tract ran the network (`network::runs_in_progress`).
+static NETWORK_ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+fn count_alloc(size: usize) {
+    ALLOCS.fetch_add(1, Relaxed);
+    BYTES.fetch_add(size as u64, Relaxed);
+    if cellpose::network::runs_in_progress() > 0 {
+        NETWORK_ALLOCS.fetch_add(1, Relaxed);
+    }
+}
 
 // SAFETY: forwards every call unchanged to the system allocator; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        BYTES.fetch_add(layout.size() as u64, Relaxed);
+        count_alloc(layout.size());
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        BYTES.fetch_add(layout.size() as u64, Relaxed);
+        count_alloc(layout.size());
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc_zeroed(layout) }
     }
@@ -50,8 +58,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        BYTES.fetch_add(new_size as u64, Relaxed);
+        count_alloc(new_size);
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -385,6 +392,7 @@ fn cmd_loop(o: &Opts) {
         seg.segment_into(&view, &mut res).expect("segment");
     }
     let mut times = Vec::with_capacity(frames);
+    let n0 = NETWORK_ALLOCS.load(Relaxed);
     let (a0, b0) = counters();
     for _ in 0..frames {
         let t = Instant::now();
@@ -392,6 +400,7 @@ fn cmd_loop(o: &Opts) {
         times.push(t.elapsed().as_secs_f64());
     }
     let (a1, b1) = counters();
+    let n1 = NETWORK_ALLOCS.load(Relaxed);
     // Where the allocations are: the mask stage alone on the same flows.
     let mut mf = MaskFormation::new();
     let mut labels = vec![0u32; row.w * row.h];
@@ -433,6 +442,10 @@ fn cmd_loop(o: &Opts) {
         .n("p99", percentile(&times, 0.99))
         .n("max", times.iter().copied().fold(0.0, f64::max))
         .n("allocs_per_frame", (a1 - a0) as f64 / frames as f64)
+        .n(
+            "library_allocs_per_frame",
+            ((a1 - a0) - (n1 - n0)) as f64 / frames as f64,
+        )
         .n("bytes_per_frame", (b1 - b0) as f64 / frames as f64)
         .n("mask_stage_allocs_per_call", (c1 - c0) as f64 / 10.0)
         .n("peak_rss_kib", peak_rss_kib())

@@ -431,13 +431,13 @@ def report(args):
 
     # 4. Frame loop
     L.append("## 4. Frame loop through one session\n")
-    L.append("| model | image | frames | threads | median ms | p99 ms | p99 / median | max ms | heap allocations / frame (after warm-up) | bytes allocated / frame | peak RSS MiB |")
-    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    L.append("| model | image | frames | threads | median ms | p99 ms | p99 / median | max ms | heap allocations / frame (after warm-up) | of which outside tract | bytes allocated / frame | peak RSS MiB |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     loops = [r for r in recs if r["kind"] == "loop"]
     for r in loops:
         L.append(f"| {r['model']} | {r['name']} {r['w']}×{r['h']} | {r['frames']} | {r['threads']} | "
                  f"{fmt_ms(r['median'])} | {fmt_ms(r['p99'])} | {r['p99'] / r['median']:.2f} | "
-                 f"{fmt_ms(r['max'])} | {r['allocs_per_frame']:.1f} | {r['bytes_per_frame']:.0f} | "
+                 f"{fmt_ms(r['max'])} | {r['allocs_per_frame']:.1f} | {r.get('library_allocs_per_frame', float('nan')):.1f} | {r['bytes_per_frame']:.0f} | "
                  f"{r['peak_rss_kib'] / 1024:.0f} |")
     L.append("")
 

@@ -14,6 +14,7 @@ mod input;
 mod model_path;
 mod output;
 mod segment;
+mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,7 +41,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Segment images: files or folders of PNG and TIFF (multi-page TIFF = frames).
+    /// Segment images: files or folders of PNG and TIFF (multi-page TIFF = frames, or one
+    /// z-stack with --do-3d).
     Segment(segment::SegmentArgs),
     /// Score predicted label images against ground truth (AP at IoU 0.5/0.75/0.9, AJI).
     Eval {

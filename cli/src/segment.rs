@@ -5,12 +5,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use cellpose::{Diameter, ImageView, Model, Params, ParamsError, Segmenter, preprocess, render};
+use cellpose::{
+    Diameter, ImageView, Model, Params, ParamsError, Segmenter, VolumeParams, VolumeSegmenter,
+    preprocess, render,
+};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::input::{Frame, read_frames};
 use crate::output::{LabelPage, write_csv, write_label_tiff, write_rgb_png};
+use crate::volume::segment_volume_file;
 use crate::{EXIT_MODEL, EXIT_SOME_FAILED, EXIT_USAGE, Fatal, model_path, one_line};
 
 /// File extensions read from folders (case-insensitive).
@@ -70,6 +74,17 @@ pub struct SegmentArgs {
     /// Also write NAME_cp.csv: label, area, centroid, bounding box, mean intensity per object.
     #[arg(long)]
     csv: bool,
+    /// Read each multi-page TIFF as one z-stack (one page per plane) and segment it as a
+    /// volume: 3D flows, or per-plane 2D joined across planes with --stitch-threshold.
+    #[arg(long = "do-3d")]
+    do_3d: bool,
+    /// With --do-3d: Z step over XY pixel size of the stack (3D flows only) [default: 1].
+    #[arg(long, value_name = "F", value_parser = parse_anisotropy, allow_hyphen_values = true)]
+    anisotropy: Option<f32>,
+    /// With --do-3d: segment every plane in 2D and join labels of neighbouring planes whose
+    /// IoU reaches T, instead of following 3D flows; 0 means 3D flows [default: 0].
+    #[arg(long, value_name = "T", allow_hyphen_values = true)]
+    stitch_threshold: Option<f32>,
 }
 
 fn parse_diameter(s: &str) -> Result<Diameter, String> {
@@ -81,6 +96,15 @@ fn parse_diameter(s: &str) -> Result<Diameter, String> {
         Ok(d) if d.is_finite() && d > 0.0 => Ok(Diameter::Pixels(d)),
         _ => Err(format!(
             "`{s}` is not a diameter: expected pixels > 0, or `auto`"
+        )),
+    }
+}
+
+fn parse_anisotropy(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(a) if a.is_finite() && a > 0.0 => Ok(a),
+        _ => Err(format!(
+            "`{s}` is not an anisotropy: expected Z step / XY pixel size > 0, e.g. 2"
         )),
     }
 }
@@ -157,15 +181,23 @@ fn is_image_name(p: &Path) -> bool {
 }
 
 /// What one image produced.
-struct Done {
-    frames: usize,
-    objects: u64,
-    masks: PathBuf,
-    diameters: Vec<f32>,
+pub(crate) struct Done {
+    /// Frames, or planes of a volume.
+    pub frames: usize,
+    pub objects: u64,
+    pub masks: PathBuf,
+    pub diameters: Vec<f32>,
+    /// For a volume, how it was segmented ("3D flows", "stitched at IoU 0.25").
+    pub volume: Option<String>,
 }
 
 /// Output path `DIR/STEM_SUFFIX` (with `_frameNNN` before the extension for stacks).
-fn output_path(dir: &Path, stem: &str, suffix: &str, frame: Option<(usize, usize)>) -> PathBuf {
+pub(crate) fn output_path(
+    dir: &Path,
+    stem: &str,
+    suffix: &str,
+    frame: Option<(usize, usize)>,
+) -> PathBuf {
     let name = match frame {
         None => format!("{stem}_{suffix}"),
         Some((i, n)) => {
@@ -177,13 +209,11 @@ fn output_path(dir: &Path, stem: &str, suffix: &str, frame: Option<(usize, usize
     dir.join(name)
 }
 
-fn segment_file(
-    path: &Path,
+/// The file name's stem and the folder its results go to.
+pub(crate) fn stem_and_dir<'a>(
+    path: &'a Path,
     out_dir: Option<&Path>,
-    seg: &mut Segmenter,
-    args: &SegmentArgs,
-) -> Result<Done> {
-    let frames = read_frames(path)?;
+) -> Result<(&'a str, PathBuf)> {
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
@@ -195,6 +225,17 @@ fn segment_file(
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".")),
     };
+    Ok((stem, dir))
+}
+
+fn segment_file(
+    path: &Path,
+    out_dir: Option<&Path>,
+    seg: &mut Segmenter,
+    args: &SegmentArgs,
+) -> Result<Done> {
+    let frames = read_frames(path)?;
+    let (stem, dir) = stem_and_dir(path, out_dir)?;
     let n = frames.len();
     let mut results = Vec::with_capacity(n);
     let mut summaries = Vec::new();
@@ -260,12 +301,13 @@ fn segment_file(
         objects: results.iter().map(|s| s.n_objects as u64).sum(),
         masks,
         diameters,
+        volume: None,
     })
 }
 
 /// The frame's colours reduced to the network's planes (the reference's channel choice).
 /// Returns both planes and how many of them carry data (1 without a nucleus channel).
-fn reduce(frame: &Frame, channels: [usize; 2]) -> Result<(Vec<f32>, usize)> {
+pub(crate) fn reduce(frame: &Frame, channels: [usize; 2]) -> Result<(Vec<f32>, usize)> {
     let nch = frame.colours;
     for (which, &c) in ["channel to segment", "nucleus channel"]
         .iter()
@@ -288,7 +330,47 @@ fn reduce(frame: &Frame, channels: [usize; 2]) -> Result<(Vec<f32>, usize)> {
     Ok((planes, if with_nucleus { 2 } else { 1 }))
 }
 
-fn build_segmenter(args: &SegmentArgs) -> Result<(Segmenter, PathBuf), Fatal> {
+/// What segments the inputs: the 2D pipeline frame by frame, or the volume pipeline
+/// (`--do-3d`) stack by stack.
+enum Engine {
+    Frames(Segmenter),
+    Volumes(VolumeSegmenter),
+}
+
+impl Engine {
+    fn model(&self) -> &Model {
+        match self {
+            Engine::Frames(s) => s.model(),
+            Engine::Volumes(s) => s.model(),
+        }
+    }
+}
+
+/// Option combinations that make no sense, refused before anything is loaded.
+fn check_volume_flags(args: &SegmentArgs) -> Result<(), Fatal> {
+    let usage = |m: String| Err(Fatal::new(EXIT_USAGE, m));
+    if !args.do_3d {
+        if args.stitch_threshold.is_some() {
+            return usage("--stitch-threshold applies to volumes only; add --do-3d".into());
+        }
+        if args.anisotropy.is_some() {
+            return usage("--anisotropy applies to volumes only; add --do-3d".into());
+        }
+        return Ok(());
+    }
+    for (given, flag) in [(args.flows, "--flows"), (args.csv, "--csv")] {
+        if given {
+            return usage(format!(
+                "{flag} is not available with --do-3d (volumes write labels and, with \
+                 --outlines, per-plane outlines)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn build_engine(args: &SegmentArgs) -> Result<(Engine, PathBuf), Fatal> {
+    check_volume_flags(args)?;
     let model_file =
         model_path::resolve(args.model.as_deref()).map_err(|m| Fatal::new(EXIT_MODEL, m))?;
     let model = Model::load(&model_file)
@@ -321,15 +403,35 @@ fn build_segmenter(args: &SegmentArgs) -> Result<(Segmenter, PathBuf), Fatal> {
         };
         Fatal::new(EXIT_USAGE, msg)
     };
-    let seg = Segmenter::new(model, params)
-        .map_err(usage)?
-        .with_threads(threads)
-        .map_err(usage)?;
-    Ok((seg, model_file))
+    let engine = if args.do_3d {
+        let stitch_threshold = args.stitch_threshold.unwrap_or(0.0);
+        let vp = VolumeParams {
+            params,
+            // A stitch threshold above 0 selects per-plane 2D + stitching, as the reference's
+            // `stitch_threshold` does.
+            do_3d: stitch_threshold <= 0.0,
+            anisotropy: args.anisotropy.unwrap_or(1.0),
+            stitch_threshold,
+        };
+        Engine::Volumes(
+            VolumeSegmenter::new(model, vp)
+                .map_err(usage)?
+                .with_threads(threads)
+                .map_err(usage)?,
+        )
+    } else {
+        Engine::Frames(
+            Segmenter::new(model, params)
+                .map_err(usage)?
+                .with_threads(threads)
+                .map_err(usage)?,
+        )
+    };
+    Ok((engine, model_file))
 }
 
 pub fn run(args: SegmentArgs) -> Result<u8, Fatal> {
-    let (mut seg, model_file) = build_segmenter(&args)?;
+    let (mut engine, model_file) = build_engine(&args)?;
     if let Some(d) = &args.out {
         std::fs::create_dir_all(d).map_err(|e| {
             Fatal::new(
@@ -347,7 +449,7 @@ pub fn run(args: SegmentArgs) -> Result<u8, Fatal> {
     eprintln!(
         "model {} (diameter {} px), {} input{}",
         model_file.display(),
-        seg.model().info().diam_mean,
+        engine.model().info().diam_mean,
         items.len(),
         if items.len() == 1 { "" } else { "s" }
     );
@@ -365,7 +467,13 @@ pub fn run(args: SegmentArgs) -> Result<u8, Fatal> {
         };
         pb.set_message(path.display().to_string());
         let t = Instant::now();
-        match segment_file(path, args.out.as_deref(), &mut seg, &args) {
+        let done = match &mut engine {
+            Engine::Frames(seg) => segment_file(path, args.out.as_deref(), seg, &args),
+            Engine::Volumes(seg) => {
+                segment_volume_file(path, args.out.as_deref(), seg, args.channels, args.outlines)
+            }
+        };
+        match done {
             Ok(d) => {
                 ok += 1;
                 frames += d.frames;
@@ -381,10 +489,10 @@ pub fn run(args: SegmentArgs) -> Result<u8, Fatal> {
                         "{}: {} objects{}, diameter {diam} px, {:.2} s -> {}",
                         path.display(),
                         d.objects,
-                        if d.frames > 1 {
-                            format!(" in {} frames", d.frames)
-                        } else {
-                            String::new()
+                        match &d.volume {
+                            Some(how) => format!(" in a {}-plane volume ({how})", d.frames),
+                            None if d.frames > 1 => format!(" in {} frames", d.frames),
+                            None => String::new(),
                         },
                         t.elapsed().as_secs_f64(),
                         d.masks.display()

@@ -1,0 +1,98 @@
+//! `cellpose segment --do-3d`: a multi-page TIFF read as one z-stack (one page per plane),
+//! segmented as a volume, its labels written as a multi-page label TIFF.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use cellpose::{VolumeMode, VolumeSegmenter, VolumeView, render};
+
+use crate::input::read_frames;
+use crate::output::{LabelPage, write_label_tiff, write_rgb_png};
+use crate::segment::{Done, output_path, reduce, stem_and_dir};
+
+/// Segments the z-stack in `path` and writes `STEM_cp_masks.tif` (one page per plane) and,
+/// with `outlines`, one outline picture per plane.
+pub fn segment_volume_file(
+    path: &Path,
+    out_dir: Option<&Path>,
+    seg: &mut VolumeSegmenter,
+    channels: [usize; 2],
+    outlines: bool,
+) -> Result<Done> {
+    let frames = read_frames(path)?;
+    let (stem, dir) = stem_and_dir(path, out_dir)?;
+    let depth = frames.len();
+    if depth < 2 {
+        bail!(
+            "--do-3d needs a z-stack (a multi-page TIFF, one page per plane), but the file \
+             holds a single image"
+        );
+    }
+    let first = &frames[0];
+    let (w, h, colours) = (first.width, first.height, first.colours);
+    if let Some((i, f)) = frames
+        .iter()
+        .enumerate()
+        .find(|(_, f)| (f.width, f.height, f.colours) != (w, h, colours))
+    {
+        bail!(
+            "TIFF page {} is {}×{} with {} colour channel(s) but page 1 is {w}×{h} with \
+             {colours}; the planes of a z-stack must all be alike",
+            i + 1,
+            f.width,
+            f.height,
+            f.colours
+        );
+    }
+
+    // The network's planes of every z, Z×C×Y×X.
+    let npix = w * h;
+    let mut nplanes = 1;
+    let mut stack = Vec::new();
+    for (z, frame) in frames.iter().enumerate() {
+        let (planes, n) = reduce(frame, channels).with_context(|| format!("plane {}", z + 1))?;
+        if z == 0 {
+            nplanes = n;
+            stack.reserve_exact(depth * n * npix);
+        }
+        stack.extend_from_slice(&planes[..nplanes * npix]);
+    }
+    drop(frames);
+    let view = VolumeView::planar_f32(depth, nplanes, h, w, &stack)?;
+    let s = seg.segment(&view)?;
+
+    if outlines {
+        let mut rgb = vec![0u8; 3 * npix];
+        for z in 0..depth {
+            let at = z * nplanes * npix;
+            let shown: Vec<&[f32]> = stack[at..at + nplanes * npix].chunks_exact(npix).collect();
+            render::image_to_rgb(&shown, w, channels, &mut rgb);
+            render::draw_outlines(&s.labels[z * npix..(z + 1) * npix], w, &mut rgb);
+            let p = output_path(&dir, stem, "cp_outlines.png", Some((z, depth)));
+            write_rgb_png(&p, w, h, &rgb)?;
+        }
+    }
+    let masks = output_path(&dir, stem, "cp_masks.tif", None);
+    let pages: Vec<LabelPage> = s
+        .labels
+        .chunks_exact(npix)
+        .map(|labels| LabelPage {
+            width: w,
+            height: h,
+            labels,
+        })
+        .collect();
+    write_label_tiff(&masks, &pages)?;
+    let how = match s.mode {
+        VolumeMode::Flows3d => format!("3D flows, anisotropy {}", seg.params().anisotropy),
+        VolumeMode::Stitched => format!("stitched at IoU {}", seg.params().stitch_threshold),
+        VolumeMode::Planes => "independent planes".to_string(),
+    };
+    Ok(Done {
+        frames: depth,
+        objects: s.n_objects as u64,
+        masks,
+        diameters: vec![s.diameter_used],
+        volume: Some(how),
+    })
+}

@@ -35,6 +35,33 @@ pub fn follow_flows(
     );
     let (dy, dx) = flow.split_at(height * width);
     let (ymax, xmax) = ((height - 1) as f32, (width - 1) as f32);
+    // One Euler step from (py, px); a pure function of the position.
+    let step_interp = |py: f32, px: f32| -> (f32, f32) {
+        // Positions stay in [0, size-1], so truncation is the floor.
+        let (yf, xf) = (py as usize, px as usize);
+        // The reference subtracts int32 floors from f32 positions, which numpy promotes to
+        // f64: the weights and the sum are f64, the step is f32.
+        let (fy, fx) = (py as f64 - yf as f64, px as f64 - xf as f64);
+        let yf1 = (yf + 1).min(height - 1);
+        let xf1 = (xf + 1).min(width - 1);
+        let i00 = yf * width + xf;
+        let i01 = yf * width + xf1;
+        let i10 = yf1 * width + xf;
+        let i11 = yf1 * width + xf1;
+        let lerp = |p: &[f32]| -> f32 {
+            (p[i00] as f64 * (1.0 - fy) * (1.0 - fx)
+                + p[i01] as f64 * (1.0 - fy) * fx
+                + p[i10] as f64 * fy * (1.0 - fx)
+                + p[i11] as f64 * fy * fx) as f32
+        };
+        let (vy, vx) = (lerp(dy), lerp(dx));
+        ((py + vy).clamp(0.0, ymax), (px + vx).clamp(0.0, xmax))
+    };
+    // Reference steps2D: the flow at the rounded-down pixel, positions clamped.
+    let step_pixel = |py: f32, px: f32| -> (f32, f32) {
+        let i = (py as usize) * width + px as usize;
+        ((py + dy[i]).clamp(0.0, ymax), (px + dx[i]).clamp(0.0, xmax))
+    };
     out_y
         .par_chunks_mut(CHUNK)
         .zip(out_x.par_chunks_mut(CHUNK))
@@ -42,43 +69,42 @@ pub fn follow_flows(
         .for_each(|(c, (oy, ox))| {
             let base = c * CHUNK;
             for k in 0..oy.len() {
-                let mut py = ys[base + k] as f32;
-                let mut px = xs[base + k] as f32;
-                if interp {
-                    for _ in 0..niter {
-                        // Positions stay in [0, size-1], so truncation is the floor.
-                        let (yf, xf) = (py as usize, px as usize);
-                        // The reference subtracts int32 floors from f32 positions, which numpy
-                        // promotes to f64: the weights and the sum are f64, the step is f32.
-                        let (fy, fx) = (py as f64 - yf as f64, px as f64 - xf as f64);
-                        let yf1 = (yf + 1).min(height - 1);
-                        let xf1 = (xf + 1).min(width - 1);
-                        let i00 = yf * width + xf;
-                        let i01 = yf * width + xf1;
-                        let i10 = yf1 * width + xf;
-                        let i11 = yf1 * width + xf1;
-                        let lerp = |p: &[f32]| -> f32 {
-                            (p[i00] as f64 * (1.0 - fy) * (1.0 - fx)
-                                + p[i01] as f64 * (1.0 - fy) * fx
-                                + p[i10] as f64 * fy * (1.0 - fx)
-                                + p[i11] as f64 * fy * fx) as f32
-                        };
-                        let (vy, vx) = (lerp(dy), lerp(dx));
-                        py = (py + vy).clamp(0.0, ymax);
-                        px = (px + vx).clamp(0.0, xmax);
-                    }
+                let start = (ys[base + k] as f32, xs[base + k] as f32);
+                let (py, px) = if interp {
+                    iterate(step_interp, start, niter)
                 } else {
-                    // Reference steps2D: the flow at the rounded-down pixel, positions clamped.
-                    for _ in 0..niter {
-                        let i = (py as usize) * width + px as usize;
-                        py = (py + dy[i]).clamp(0.0, ymax);
-                        px = (px + dx[i]).clamp(0.0, xmax);
-                    }
-                }
+                    iterate(step_pixel, start, niter)
+                };
                 oy[k] = py as u32;
                 ox[k] = px as u32;
             }
         });
+}
+
+/// `niter` applications of `step` from `start`, exactly.
+///
+/// Pixels near a sink soon stop moving or bounce between two positions: once a position
+/// repeats (period 1 or 2) the rest of the path is known, so the loop ends there with the
+/// position the remaining steps would reach. The result is bit-identical to stepping on,
+/// because `step` depends on the position alone.
+#[inline]
+fn iterate(step: impl Fn(f32, f32) -> (f32, f32), start: (f32, f32), niter: u32) -> (f32, f32) {
+    let mut before = start; // position two steps back
+    let mut cur = start;
+    for it in 0..niter {
+        let next = step(cur.0, cur.1);
+        if next == cur {
+            return cur;
+        }
+        if it > 0 && next == before {
+            // Period 2 from here on: `next` after an even number of the remaining steps.
+            let remaining = niter - it - 1;
+            return if remaining % 2 == 0 { next } else { cur };
+        }
+        before = cur;
+        cur = next;
+    }
+    cur
 }
 
 /// 3D dynamics as the reference runs them (`steps_interp` for three dimensions, which always
@@ -202,6 +228,59 @@ mod tests {
                 oy[i],
                 ox[i]
             );
+        }
+    }
+
+    #[test]
+    fn stopping_at_a_fixed_point_or_two_cycle_gives_the_positions_of_every_step() {
+        // A field with sinks, saddles and flows strong enough to overshoot, so that pixels
+        // end on fixed points, on two-cycles and on longer orbits.
+        let (h, w) = (40, 48);
+        let mut flow = vec![0.0f32; 2 * h * w];
+        for y in 0..h {
+            for x in 0..w {
+                let (a, b) = (y as f32 * 0.37, x as f32 * 0.23);
+                flow[y * w + x] = 1.7 * (a.sin() + 0.5 * (a + b).cos());
+                flow[h * w + y * w + x] = 1.7 * (b.cos() - 0.5 * (a - b).sin());
+            }
+        }
+        let ys: Vec<u32> = (0..h as u32)
+            .flat_map(|y| std::iter::repeat_n(y, w))
+            .collect();
+        let xs: Vec<u32> = (0..h).flat_map(|_| 0..w as u32).collect();
+        for interp in [true, false] {
+            for niter in [1, 2, 7, 200, 201] {
+                let (mut oy, mut ox) = (vec![0; ys.len()], vec![0; ys.len()]);
+                follow_flows(&flow, h, w, &ys, &xs, niter, interp, &mut oy, &mut ox);
+                for i in 0..ys.len() {
+                    // Every step, no shortcut.
+                    let (mut py, mut px) = (ys[i] as f32, xs[i] as f32);
+                    for _ in 0..niter {
+                        let (yf, xf) = (py as usize, px as usize);
+                        let (vy, vx) = if interp {
+                            let (fy, fx) = (py as f64 - yf as f64, px as f64 - xf as f64);
+                            let (yf1, xf1) = ((yf + 1).min(h - 1), (xf + 1).min(w - 1));
+                            let l = |p: &[f32]| {
+                                (p[yf * w + xf] as f64 * (1.0 - fy) * (1.0 - fx)
+                                    + p[yf * w + xf1] as f64 * (1.0 - fy) * fx
+                                    + p[yf1 * w + xf] as f64 * fy * (1.0 - fx)
+                                    + p[yf1 * w + xf1] as f64 * fy * fx)
+                                    as f32
+                            };
+                            (l(&flow[..h * w]), l(&flow[h * w..]))
+                        } else {
+                            (flow[yf * w + xf], flow[h * w + yf * w + xf])
+                        };
+                        py = (py + vy).clamp(0.0, (h - 1) as f32);
+                        px = (px + vx).clamp(0.0, (w - 1) as f32);
+                    }
+                    assert_eq!(
+                        (oy[i], ox[i]),
+                        (py as u32, px as u32),
+                        "pixel {i}, niter {niter}, interp {interp}"
+                    );
+                }
+            }
         }
     }
 

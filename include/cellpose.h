@@ -8,6 +8,8 @@
  *   cp_session_options_init(&o, sizeof o);
  *   cp_session_new(m, &o, &s);
  *   for each frame: fill a cp_frame and a cp_output, cp_session_segment(s, &frame, &out);
+ *   for a z-stack: fill a cp_volume and a cp_volume_output,
+ *     cp_session_segment_volume(s, &volume, NULL, &vout);   (NULL: 3D flows, isotropic)
  *   cp_session_free(s); cp_model_free(m);
  *
  * Errors: every fallible function returns a cp_status; CP_OK is 0. On any other value,
@@ -103,8 +105,9 @@ typedef struct cp_model cp_model;
 
 // A segmentation session (opaque): one model, one set of options, and every buffer a frame
 // needs. Buffers are sized by the first frame of a size and reused by later frames of that
-// size. A session is used by one thread at a time (it may move between threads between
-// calls); run one session per thread to segment in parallel with one shared model.
+// size. The same session also segments z-stacks (`cp_session_segment_volume`). A session is
+// used by one thread at a time (it may move between threads between calls); run one
+// session per thread to segment in parallel with one shared model.
 typedef struct cp_session cp_session;
 
 // Severity of a log record, and the most verbose severity a callback receives.
@@ -261,6 +264,75 @@ typedef struct cp_object {
   uint32_t bbox_x1;
 } cp_object;
 
+// How `cp_session_segment_volume` segments a stack.
+typedef uint32_t cp_volume_mode;
+
+// How to segment a volume. Fill with `cp_volume_options_init(&o, sizeof o)`, change fields,
+// pass to `cp_session_segment_volume`. The 2D parameters (diameter, thresholds, min_size,
+// threads, ...) are the session's `cp_session_options`.
+typedef struct cp_volume_options {
+  // `sizeof(cp_volume_options)` as the caller knows it; set by `cp_volume_options_init`.
+  size_t struct_size;
+  // A `cp_volume_mode`. Default `CP_VOLUME_3D`.
+  cp_volume_mode mode;
+  // Z step over XY pixel size, 0.01..=100 (reference `anisotropy`); Z is rescaled by it
+  // in `CP_VOLUME_3D`. Default 1 (isotropic).
+  float anisotropy;
+  // IoU at which `CP_VOLUME_STITCH` joins labels of neighbouring planes, in (0, 1];
+  // ignored in `CP_VOLUME_3D`. Default 0.25.
+  float stitch_threshold;
+} cp_volume_options;
+
+// One z-stack, borrowed for the duration of a call: `depth` planes of `width` × `height`,
+// each stored as a `cp_frame` would store it (rows `row_stride` bytes apart, a second
+// channel planar or interleaved), plane `z` starting `z * plane_stride` bytes after `data`.
+// Channel 0 is the channel to segment; channel 1, when present, the nucleus channel.
+typedef struct cp_volume {
+  // `sizeof(cp_volume)` as the caller knows it.
+  size_t struct_size;
+  // First byte of the first row of the first plane; aligned for the pixel type.
+  const void *data;
+  // Bytes readable at `data`: at least `plane_stride * (depth - 1)` plus one plane.
+  size_t data_len;
+  // Bytes from the start of one row to the start of the next (>= one row; a multiple of
+  // the sample size).
+  size_t row_stride;
+  // Bytes from the start of one plane to the start of the next (>= one plane with all its
+  // channels; a multiple of the sample size). Tightly packed:
+  // `row_stride * height * channels` (planar) or `row_stride * height` (interleaved).
+  size_t plane_stride;
+  // Pixels per row, 1..=65536.
+  uint32_t width;
+  // Rows per plane, 1..=65536.
+  uint32_t height;
+  // Planes, 1..=65536; `width * height * depth` below 2^32.
+  uint32_t depth;
+  // A `cp_pixel_type`.
+  cp_pixel_type pixel_type;
+  // 1 or 2.
+  uint32_t channels;
+  // A `cp_channel_layout` (ignored for one channel).
+  cp_channel_layout layout;
+} cp_volume;
+
+// Where `cp_session_segment_volume` writes its results; the caller owns the buffer.
+typedef struct cp_volume_output {
+  // `sizeof(cp_volume_output)` as the caller knows it.
+  size_t struct_size;
+  // Labels, `depth * height * width` elements of `label_type`, Z×Y×X without padding
+  // (plane z starts at element `z * height * width`): 0 is background, objects are
+  // 1..=n_objects, one label per object across all its planes. Not NULL; aligned for
+  // its type; must not overlap the volume.
+  void *labels;
+  size_t labels_len;
+  // A `cp_label_type` for `labels`.
+  cp_label_type label_type;
+  // Written on success: number of objects found in the volume.
+  uint32_t n_objects;
+  // Written on success: XY object diameter (pixels) the stack was rescaled for.
+  float diameter_used;
+} cp_volume_output;
+
 // `uint8_t` samples.
 #define CP_PIXEL_U8 0
 
@@ -304,6 +376,14 @@ typedef struct cp_object {
 
 // `uint16_t` labels; a frame with more than 65535 objects fails with `CP_ERR_LABEL_OVERFLOW`.
 #define CP_LABELS_U16 1
+
+// 3D flows: the network runs on every YX, ZX and ZY slice (Z rescaled by the anisotropy),
+// the flows are combined and followed in 3D (reference `do_3D=True`).
+#define CP_VOLUME_3D 0
+
+// Every plane segmented in 2D, labels of neighbouring planes joined where their IoU reaches
+// `stitch_threshold` (reference `stitch_threshold > 0`). Faster; best for thick Z steps.
+#define CP_VOLUME_STITCH 1
 
 #ifdef __cplusplus
 extern "C" {
@@ -413,7 +493,8 @@ cp_status cp_session_new(const struct cp_model *model,
                          const struct cp_session_options *options,
                          struct cp_session **out);
 
-// Replaces the options of a session; later frames use them. On error the old options stay.
+// Replaces the options of a session; later frames and volumes use them. On error the old
+// options stay.
 //
 // Errors: `CP_ERR_NULL_POINTER` (`session` or `options`), `CP_ERR_STRUCT_SIZE`,
 // `CP_ERR_UNKNOWN_ENUM`, `CP_ERR_PARAMS`, `CP_ERR_PANIC` (poisoned session).
@@ -512,6 +593,56 @@ const char *cp_last_error_message(void);
 //
 // Never fails; the string is static. Any thread.
 const char *cp_status_name(uint32_t status);
+
+// Fills `*options` with the defaults (`CP_VOLUME_3D`, anisotropy 1, stitch threshold 0.25)
+// and sets `options->struct_size = struct_size`. Pass `sizeof(cp_volume_options)` as
+// `struct_size`. No more than `struct_size` bytes are written.
+//
+// Errors: `CP_ERR_NULL_POINTER`, `CP_ERR_STRUCT_SIZE` (`struct_size` smaller than the first
+// version of the struct).
+//
+// Any thread.
+//
+// # Safety
+// `options` is NULL or points to `struct_size` writable bytes.
+cp_status cp_volume_options_init(struct cp_volume_options *options, size_t struct_size);
+
+// Segments one z-stack with the session's model and options (`cp_session_options`: the
+// diameter mode and diameter, which are XY pixels, thresholds, `min_size`, which counts
+// voxels, threads ...) and `options` (NULL: the defaults of `cp_volume_options_init`). The
+// stack is read in place; the labels are written into `output->labels`, with
+// `output->n_objects` and `output->diameter_used`. `CP_DIAMETER_AUTO` estimates the
+// diameter on the middle plane. The session keeps buffers for later volumes; after a
+// volume, `cp_session_objects` reports `CP_ERR_NO_RESULT` until the next 2D frame. Labels
+// do not depend on the thread count.
+//
+// Time and memory grow with the voxels: the 3D mode runs the network on every slice of
+// three orientations and holds about 16 bytes per voxel (at the network's scale) while it
+// runs; `CP_VOLUME_STITCH` costs about one 2D frame per plane.
+//
+// Errors, checked before any work: `CP_ERR_NULL_POINTER` (`session`, `volume`, `output`,
+// `volume->data` or `output->labels`), `CP_ERR_STRUCT_SIZE`, `CP_ERR_UNKNOWN_ENUM` (pixel
+// type, layout, mode, label type), `CP_ERR_INVALID_ARGUMENT` (a zero side, misaligned data,
+// stride or labels), `CP_ERR_OVERFLOW` (strides × sizes overflow, `data_len` over
+// PTRDIFF_MAX), `CP_ERR_BUFFER_TOO_SMALL` (`data_len` or `labels_len`), `CP_ERR_IMAGE`
+// (channels, a row or plane stride shorter than a row or plane, a side over 65536, 2^32
+// voxels or more, a non-finite f32 sample), `CP_ERR_PARAMS` (anisotropy outside
+// 0.01..=100, stitch threshold outside (0, 1] in `CP_VOLUME_STITCH`). After segmenting:
+// `CP_ERR_LABEL_OVERFLOW` (16-bit labels and more than 65535 objects; nothing written),
+// `CP_ERR_MODEL`, `CP_ERR_PANIC`. On error `*output` and its buffer are not written.
+//
+// The thread using the session.
+//
+// # Safety
+// `session` is NULL or a live session; `volume` is NULL or points to `volume->struct_size`
+// readable bytes whose `data` points to `data_len` readable bytes; `options` is NULL or
+// points to `options->struct_size` readable bytes; `output` is NULL or points to
+// `output->struct_size` writable bytes whose `labels` is NULL or holds `labels_len`
+// writable elements overlapping nothing else.
+cp_status cp_session_segment_volume(struct cp_session *session,
+                                    const struct cp_volume *volume,
+                                    const struct cp_volume_options *options,
+                                    struct cp_volume_output *output);
 
 #ifdef __cplusplus
 }  // extern "C"

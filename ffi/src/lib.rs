@@ -7,6 +7,8 @@
 //! - [`options`]: `cp_session_options`, the segmentation parameters;
 //! - [`frame`]: `cp_frame`, a borrowed frame as acquisition software holds it;
 //! - [`session`]: `cp_session` (segment frames into caller buffers, per-object summaries);
+//! - [`volume`]: `cp_volume` and `cp_session_segment_volume` (z-stacks: 3D flows or
+//!   per-plane stitching);
 //! - [`logging`]: the optional C log callback behind the `log` crate.
 //!
 //! The header `include/cellpose.h` is generated from these modules by cbindgen
@@ -20,6 +22,7 @@ pub mod options;
 pub mod session;
 pub mod status;
 mod versioned;
+pub mod volume;
 
 use std::ffi::c_char;
 

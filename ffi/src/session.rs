@@ -5,7 +5,7 @@ use std::ffi::c_void;
 use std::mem::{offset_of, size_of};
 
 use cellpose::objects::object_summaries_into;
-use cellpose::{ObjectSummary, Segmentation, Segmenter};
+use cellpose::{ObjectSummary, Segmentation, Segmenter, VolumeSegmenter};
 
 use crate::frame::{self, cp_frame};
 use crate::model::cp_model;
@@ -15,17 +15,20 @@ use crate::versioned;
 
 /// A segmentation session (opaque): one model, one set of options, and every buffer a frame
 /// needs. Buffers are sized by the first frame of a size and reused by later frames of that
-/// size. A session is used by one thread at a time (it may move between threads between
-/// calls); run one session per thread to segment in parallel with one shared model.
+/// size. The same session also segments z-stacks (`cp_session_segment_volume`). A session is
+/// used by one thread at a time (it may move between threads between calls); run one
+/// session per thread to segment in parallel with one shared model.
 pub struct cp_session {
-    segmenter: Segmenter,
-    threads: usize,
+    pub(crate) segmenter: Segmenter,
+    pub(crate) threads: usize,
+    /// The volume pipeline, made by the first volume and kept for later ones.
+    pub(crate) volume: Option<VolumeSegmenter>,
     result: Segmentation,
     objects: Vec<ObjectSummary>,
-    has_result: bool,
-    objects_ready: bool,
+    pub(crate) has_result: bool,
+    pub(crate) objects_ready: bool,
     /// Set while the core runs; still set afterwards only if it panicked.
-    poisoned: bool,
+    pub(crate) poisoned: bool,
 }
 
 /// Element type of the label image written by `cp_session_segment`.
@@ -123,6 +126,7 @@ pub unsafe extern "C" fn cp_session_new(
         let session = Box::new(cp_session {
             segmenter,
             threads,
+            volume: None,
             result: Segmentation::default(),
             objects: Vec::new(),
             has_result: false,
@@ -139,7 +143,7 @@ pub unsafe extern "C" fn cp_session_new(
 ///
 /// # Safety
 /// `session` is NULL or a live session no other thread uses during `'a`.
-unsafe fn live<'a>(session: *mut cp_session) -> Result<&'a mut cp_session, Failure> {
+pub(crate) unsafe fn live<'a>(session: *mut cp_session) -> Result<&'a mut cp_session, Failure> {
     // SAFETY: forwarded from the caller.
     let s = unsafe { versioned::arg_mut(session, "session") }?;
     if s.poisoned {
@@ -151,7 +155,8 @@ unsafe fn live<'a>(session: *mut cp_session) -> Result<&'a mut cp_session, Failu
     Ok(s)
 }
 
-/// Replaces the options of a session; later frames use them. On error the old options stay.
+/// Replaces the options of a session; later frames and volumes use them. On error the old
+/// options stay.
 ///
 /// Errors: `CP_ERR_NULL_POINTER` (`session` or `options`), `CP_ERR_STRUCT_SIZE`,
 /// `CP_ERR_UNKNOWN_ENUM`, `CP_ERR_PARAMS`, `CP_ERR_PANIC` (poisoned session).
@@ -179,6 +184,7 @@ pub unsafe extern "C" fn cp_session_set_options(
             let fresh = Segmenter::new(s.segmenter.model().clone(), params)?;
             s.segmenter = fresh.with_threads(threads)?;
             s.threads = threads;
+            s.volume = None;
         } else {
             s.segmenter.set_params(params)?;
         }

@@ -5,7 +5,8 @@
  *   test_api MODEL.onnx IMAGE_A.png IMAGE_B.png GROUP [CROP]
  *
  * GROUP is "errors" (argument checking, no segmentation except where needed), "segment"
- * (results on real images) or "threads" (one model shared by sessions on several threads).
+ * (results on real images), "volume" (a rendered z-stack in 3D and stitched) or "threads"
+ * (one model shared by sessions on several threads).
  * CROP > 0 cuts the images to their central CROP × CROP pixels, for runs under valgrind.
  * Prints "N passed, N failed" and exits non-zero on any failure.
  */
@@ -425,6 +426,133 @@ static void outputs_are_checked_and_left_unwritten_on_error(void) {
   release_model(m);
 }
 
+static cp_volume volume_of(const void *data, size_t len, uint32_t depth, uint32_t height,
+                           uint32_t width, cp_pixel_type type, size_t sample) {
+  cp_volume v = {.struct_size = sizeof(cp_volume), .data = data, .data_len = len,
+                 .row_stride = width * sample, .plane_stride = (size_t)height * width * sample,
+                 .width = width, .height = height, .depth = depth, .pixel_type = type,
+                 .channels = 1, .layout = CP_LAYOUT_PLANAR};
+  return v;
+}
+
+static cp_volume_output volume_output(void *labels, size_t n, cp_label_type type) {
+  cp_volume_output o = {.struct_size = sizeof(cp_volume_output), .labels = labels,
+                        .labels_len = n, .label_type = type};
+  return o;
+}
+
+static void volumes_are_checked_before_any_voxel_is_read(void) {
+  current = "volumes_are_checked_before_any_voxel_is_read";
+  cp_model *m = load_model();
+  cp_session *s = new_session(m, 1);
+  enum { D = 3, H = 32, W = 32, N = D * H * W };
+  static _Alignas(16) uint8_t voxels[N * 4 + 8];
+  static _Alignas(16) uint32_t labels[N + 1];
+  cp_volume good = volume_of(voxels, N, D, H, W, CP_PIXEL_U8, 1), v;
+  cp_volume_output out = volume_output(labels, N, CP_LABELS_U32), o;
+  cp_volume_options opts, bad;
+
+  EXPECT_STATUS(cp_volume_options_init(NULL, sizeof opts), CP_ERR_NULL_POINTER);
+  EXPECT_STATUS(cp_volume_options_init(&opts, 8), CP_ERR_STRUCT_SIZE);
+  EXPECT_STATUS(cp_volume_options_init(&opts, sizeof opts), CP_OK);
+  EXPECT(opts.struct_size == sizeof opts && opts.mode == CP_VOLUME_3D && opts.anisotropy == 1.0f &&
+         opts.stitch_threshold > 0 && opts.stitch_threshold <= 1);
+
+  memset(labels, 0xAB, sizeof labels);
+  out.n_objects = 12345;
+  EXPECT_STATUS(cp_session_segment_volume(NULL, &good, &opts, &out), CP_ERR_NULL_POINTER);
+  EXPECT_STATUS(cp_session_segment_volume(s, NULL, &opts, &out), CP_ERR_NULL_POINTER);
+  EXPECT_STATUS(cp_session_segment_volume(s, &good, &opts, NULL), CP_ERR_NULL_POINTER);
+  v = good; v.struct_size = 8;
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_STRUCT_SIZE);
+  v = good; v.data = NULL;
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_NULL_POINTER);
+  v = good; v.pixel_type = 3;
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_UNKNOWN_ENUM);
+  v = good; v.layout = 2;
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_UNKNOWN_ENUM);
+  v = good; v.depth = 0;
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_INVALID_ARGUMENT);
+  v = good; v.width = 0;
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_INVALID_ARGUMENT);
+  v = good; v.channels = 3;
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_IMAGE);
+  v = good; v.row_stride = W - 1; /* shorter than a row */
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_IMAGE);
+  v = good; v.plane_stride = H * W - 1; /* shorter than a plane */
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_IMAGE);
+  EXPECT(strstr(cp_last_error_message(), "plane_stride") != NULL);
+  v = good; v.channels = 2; /* planar: a plane holds two channel planes */
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_IMAGE);
+  v = good; v.depth = 70000;
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_IMAGE);
+  v = good; v.plane_stride = SIZE_MAX / 2; /* plane_stride × (depth - 1) overflows */
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_OVERFLOW);
+  v = good; v.row_stride = SIZE_MAX / 4; /* row_stride × rows overflows */
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_OVERFLOW);
+  v = good; v.data_len = SIZE_MAX;
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_OVERFLOW);
+  v = good; v.data_len = N - 1;
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_BUFFER_TOO_SMALL);
+  v = volume_of(voxels + 1, 2 * N, D, H, W, CP_PIXEL_U16, 2); /* odd address */
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_INVALID_ARGUMENT);
+  v = volume_of(voxels, 2 * N + 8, D, H, W, CP_PIXEL_U16, 2);
+  v.plane_stride += 1; /* odd plane stride for 16-bit samples */
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_INVALID_ARGUMENT);
+
+  bad = opts; bad.struct_size = 4;
+  EXPECT_STATUS(cp_session_segment_volume(s, &good, &bad, &out), CP_ERR_STRUCT_SIZE);
+  bad = opts; bad.mode = 7;
+  EXPECT_STATUS(cp_session_segment_volume(s, &good, &bad, &out), CP_ERR_UNKNOWN_ENUM);
+  bad = opts; bad.anisotropy = 0;
+  EXPECT_STATUS(cp_session_segment_volume(s, &good, &bad, &out), CP_ERR_PARAMS);
+  EXPECT(strstr(cp_last_error_message(), "anisotropy") != NULL);
+  bad = opts; bad.anisotropy = -2;
+  EXPECT_STATUS(cp_session_segment_volume(s, &good, &bad, &out), CP_ERR_PARAMS);
+  bad = opts; bad.anisotropy = NAN;
+  EXPECT_STATUS(cp_session_segment_volume(s, &good, &bad, &out), CP_ERR_PARAMS);
+  bad = opts; bad.mode = CP_VOLUME_STITCH; bad.stitch_threshold = 0;
+  EXPECT_STATUS(cp_session_segment_volume(s, &good, &bad, &out), CP_ERR_PARAMS);
+  EXPECT(strstr(cp_last_error_message(), "stitch_threshold") != NULL);
+  bad = opts; bad.mode = CP_VOLUME_STITCH; bad.stitch_threshold = 1.5f;
+  EXPECT_STATUS(cp_session_segment_volume(s, &good, &bad, &out), CP_ERR_PARAMS);
+
+  o = out; o.struct_size = 4;
+  EXPECT_STATUS(cp_session_segment_volume(s, &good, &opts, &o), CP_ERR_STRUCT_SIZE);
+  o = out; o.label_type = 2;
+  EXPECT_STATUS(cp_session_segment_volume(s, &good, &opts, &o), CP_ERR_UNKNOWN_ENUM);
+  o = out; o.labels = NULL;
+  EXPECT_STATUS(cp_session_segment_volume(s, &good, &opts, &o), CP_ERR_NULL_POINTER);
+  o = out; o.labels_len = N - 1;
+  EXPECT_STATUS(cp_session_segment_volume(s, &good, &opts, &o), CP_ERR_BUFFER_TOO_SMALL);
+  o = out; o.label_type = CP_LABELS_U16; o.labels_len = N - 1;
+  EXPECT_STATUS(cp_session_segment_volume(s, &good, &opts, &o), CP_ERR_BUFFER_TOO_SMALL);
+  o = out; o.labels = (char *)labels + 2; /* misaligned for uint32_t */
+  EXPECT_STATUS(cp_session_segment_volume(s, &good, &opts, &o), CP_ERR_INVALID_ARGUMENT);
+
+  /* A NaN voxel in an f32 volume is found before the network runs. */
+  static float fvox[N];
+  fvox[N / 2] = NAN;
+  v = volume_of(fvox, sizeof fvox, D, H, W, CP_PIXEL_F32, sizeof(float));
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_IMAGE);
+  EXPECT(out.n_objects == 12345 && labels[0] == 0xABABABABu && labels[N - 1] == 0xABABABABu);
+
+  /* A blank two-plane volume, stitched (two small network runs): no objects, every label
+     0, nothing past the buffer; NULL options are the defaults. */
+  v = volume_of(voxels, 2 * H * W, 2, H, W, CP_PIXEL_U8, 1);
+  o = volume_output(labels, 2 * H * W, CP_LABELS_U32);
+  cp_volume_options stitch = opts;
+  stitch.mode = CP_VOLUME_STITCH;
+  memset(voxels, 0, sizeof voxels);
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &stitch, &o), CP_OK);
+  EXPECT(o.n_objects == 0 && labels[0] == 0 && labels[2 * H * W - 1] == 0 &&
+         labels[2 * H * W] == 0xABABABABu && o.diameter_used > 0);
+  size_t count = 99;
+  EXPECT_STATUS(cp_session_objects(s, NULL, 0, sizeof(cp_object), &count), CP_ERR_NO_RESULT);
+  cp_session_free(s);
+  release_model(m);
+}
+
 static int log_records;
 static char log_last[512];
 static void on_log(void *user, cp_log_level level, const char *target, const char *message) {
@@ -644,6 +772,140 @@ static void prepared_sessions_and_freed_models_give_the_same_labels(void) {
   free(img.pixels);
 }
 
+/* ---------------------------------------------------------------- volume */
+
+/* A z-stack of D × H × W 16-bit voxels holding four blurred bright balls of radius R (in
+   voxels, isotropic) on a noisy background, with the true label of every voxel. */
+enum { VD = 16, VH = 64, VW = 64, VN = VD * VH * VW, BALLS = 4 };
+static const int ball_centre[BALLS][3] = {{8, 16, 16}, {7, 16, 46}, {8, 46, 17}, {8, 47, 47}};
+static const double ball_radius = 7.5;
+
+static void render_volume(uint16_t *img, uint32_t *truth) {
+  static double sig[VN], tmp[VN];
+  uint32_t rng = 12345;
+  for (int i = 0; i < VN; i++) sig[i] = 0, truth[i] = 0;
+  for (int k = 0; k < BALLS; k++)
+    for (int z = 0; z < VD; z++)
+      for (int y = 0; y < VH; y++)
+        for (int x = 0; x < VW; x++) {
+          double dz = z - ball_centre[k][0], dy = y - ball_centre[k][1], dx = x - ball_centre[k][2];
+          if (dz * dz + dy * dy + dx * dx <= ball_radius * ball_radius) {
+            int i = (z * VH + y) * VW + x;
+            truth[i] = (uint32_t)k + 1;
+            sig[i] = 150 + 20 * k;
+          }
+        }
+  /* Binomial blur [1 2 1]/4 along each axis, twice in X and Y. */
+  const int dims[3] = {VD, VH, VW}, strides[3] = {VH * VW, VW, 1};
+  const int passes[5] = {2, 2, 1, 1, 0};
+  for (int p = 0; p < 5; p++) {
+    int a = passes[p];
+    for (int i = 0; i < VN; i++) {
+      int pos = (i / strides[a]) % dims[a];
+      int lo = pos > 0 ? i - strides[a] : i, hi = pos < dims[a] - 1 ? i + strides[a] : i;
+      tmp[i] = 0.25 * sig[lo] + 0.5 * sig[i] + 0.25 * sig[hi];
+    }
+    memcpy(sig, tmp, sizeof sig);
+  }
+  for (int i = 0; i < VN; i++) {
+    rng = rng * 1664525u + 1013904223u;
+    img[i] = (uint16_t)(40.0 + sig[i] + (double)(rng >> 28) - 8.0);
+  }
+}
+
+/* Every ball is one object: the label under its centre covers it at IoU >= 0.5. */
+static int balls_found(const uint32_t *labels, const uint32_t *truth, uint32_t n_objects) {
+  int found = 0;
+  for (int k = 0; k < BALLS; k++) {
+    const int *c = ball_centre[k];
+    uint32_t l = labels[(c[0] * VH + c[1]) * VW + c[2]];
+    if (l == 0) continue;
+    size_t inter = 0, uni = 0;
+    for (int i = 0; i < VN; i++) {
+      int t = truth[i] == (uint32_t)k + 1, p = labels[i] == l;
+      inter += t && p;
+      uni += t || p;
+    }
+    found += 2 * inter >= uni;
+  }
+  return found == BALLS && n_objects >= BALLS && n_objects <= BALLS + 2;
+}
+
+static void volumes_are_segmented_in_3d_and_by_stitching(void) {
+  current = "volumes_are_segmented_in_3d_and_by_stitching";
+  static uint16_t img[VN];
+  static uint32_t truth[VN], l3d[VN], lst[VN], other[VN];
+  static uint16_t l16[VN];
+  render_volume(img, truth);
+  cp_model *m = load_model();
+  cp_session_options so;
+  cp_session_options_init(&so, sizeof so);
+  so.diameter_mode = CP_DIAMETER_PIXELS;
+  so.diameter = 15;
+  so.threads = 2;
+  cp_session *s = NULL;
+  EXPECT_STATUS(cp_session_new(m, &so, &s), CP_OK);
+  cp_volume v = volume_of(img, sizeof img, VD, VH, VW, CP_PIXEL_U16, 2);
+  cp_volume_options o3d, ost;
+  cp_volume_options_init(&o3d, sizeof o3d);
+  cp_volume_options_init(&ost, sizeof ost);
+  ost.mode = CP_VOLUME_STITCH;
+  ost.stitch_threshold = 0.25f;
+
+  cp_volume_output out = volume_output(l3d, VN, CP_LABELS_U32);
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &o3d, &out), CP_OK);
+  printf("volume 3D: %u objects for %d balls, diameter used %.1f px\n", out.n_objects, BALLS,
+         out.diameter_used);
+  EXPECT(out.diameter_used == 15.0f);
+  EXPECT(balls_found(l3d, truth, out.n_objects));
+
+  out = volume_output(lst, VN, CP_LABELS_U32);
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &ost, &out), CP_OK);
+  printf("volume stitched: %u objects for %d balls\n", out.n_objects, BALLS);
+  EXPECT(balls_found(lst, truth, out.n_objects));
+  uint32_t n_stitched = out.n_objects;
+
+  /* 16-bit labels hold the same values. */
+  cp_volume_output o16 = volume_output(l16, VN, CP_LABELS_U16);
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &ost, &o16), CP_OK);
+  int same = o16.n_objects == n_stitched;
+  for (int i = 0; i < VN; i++) same &= l16[i] == lst[i];
+  EXPECT(same);
+
+  /* The same voxels as f32, with padded rows and planes: identical labels. */
+  size_t row = VW + 3, plane = row * VH + 5;
+  float *padded = malloc(plane * VD * sizeof *padded);
+  for (size_t i = 0; i < plane * VD; i++) padded[i] = -1e6f; /* padding, never read */
+  for (int z = 0; z < VD; z++)
+    for (int y = 0; y < VH; y++)
+      for (int x = 0; x < VW; x++) padded[z * plane + y * row + x] = img[(z * VH + y) * VW + x];
+  cp_volume vf = v;
+  vf.pixel_type = CP_PIXEL_F32; vf.data = padded; vf.row_stride = row * sizeof(float);
+  vf.plane_stride = plane * sizeof(float); vf.data_len = plane * VD * sizeof(float);
+  out = volume_output(other, VN, CP_LABELS_U32);
+  EXPECT_STATUS(cp_session_segment_volume(s, &vf, &ost, &out), CP_OK);
+  EXPECT(out.n_objects == n_stitched && same_labels(other, lst, VN));
+
+  /* NULL options are 3D, isotropic; one thread gives the same labels. */
+  so.threads = 1;
+  EXPECT_STATUS(cp_session_set_options(s, &so), CP_OK);
+  out = volume_output(other, VN, CP_LABELS_U32);
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, NULL, &out), CP_OK);
+  EXPECT(same_labels(other, l3d, VN));
+
+  /* A 2D frame still works on the same session afterwards. */
+  cp_frame f = {.struct_size = sizeof f, .data = img + 8 * VH * VW, .data_len = VH * VW * 2,
+                .row_stride = VW * 2, .width = VW, .height = VH, .pixel_type = CP_PIXEL_U16,
+                .channels = 1, .layout = CP_LAYOUT_PLANAR};
+  cp_output fo = labels_output(other, VH * VW);
+  EXPECT_STATUS(cp_session_segment(s, &f, &fo), CP_OK);
+  EXPECT(fo.n_objects >= BALLS);
+
+  free(padded);
+  cp_session_free(s);
+  release_model(m);
+}
+
 /* ---------------------------------------------------------------- threads */
 
 enum { WORKERS = 3, ROUNDS = 1 };
@@ -717,7 +979,7 @@ static void sessions_on_several_threads_match_single_threaded_labels(void) {
 int main(int argc, char **argv) {
   if (argc != 5 && argc != 6) {
     fprintf(stderr,
-            "usage: %s MODEL.onnx IMAGE_A.png IMAGE_B.png errors|segment|threads [CROP]\n",
+            "usage: %s MODEL.onnx IMAGE_A.png IMAGE_B.png errors|segment|volume|threads [CROP]\n",
             argv[0]);
     return 2;
   }
@@ -735,11 +997,14 @@ int main(int argc, char **argv) {
     options_reject_bad_values();
     frames_are_checked_before_any_pixel_is_read();
     outputs_are_checked_and_left_unwritten_on_error();
+    volumes_are_checked_before_any_voxel_is_read();
     log_callback_receives_records_until_turned_off();
   } else if (strcmp(group, "segment") == 0) {
     real_image_is_segmented_into_consistent_outputs();
     pixel_types_strides_and_layouts_give_identical_labels();
     prepared_sessions_and_freed_models_give_the_same_labels();
+  } else if (strcmp(group, "volume") == 0) {
+    volumes_are_segmented_in_3d_and_by_stitching();
   } else if (strcmp(group, "threads") == 0) {
     sessions_on_several_threads_match_single_threaded_labels();
   } else {

@@ -332,6 +332,8 @@ pub(crate) fn reduce(frame: &Frame, channels: [usize; 2]) -> Result<(Vec<f32>, u
 
 /// What segments the inputs: the 2D pipeline frame by frame, or the volume pipeline
 /// (`--do-3d`) stack by stack.
+// One engine per run, so the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Engine {
     Frames(Segmenter),
     Volumes(VolumeSegmenter),

@@ -5,7 +5,7 @@
 //! `dynamics::follow_flows` alone, and of the same Euler integration without the exact
 //! fixed-point / two-cycle shortcut of `follow_flows`, so the shortcut's gain is measured on
 //! real flows in one run.
-use cellpose::dynamics::{FLOW_SCALE, follow_flows};
+use cellpose::dynamics::{FLOW_SCALE, euler_step, follow_flows};
 use cellpose::{Diameter, ImageView, MaskFormation, Model, Params, Segmenter};
 use std::time::Instant;
 
@@ -29,24 +29,13 @@ fn time(repeats: usize, mut f: impl FnMut()) -> f64 {
 
 /// Every one of `niter` bilinear Euler steps, as the reference takes them.
 fn every_step(flow: &[f32], h: usize, w: usize, ys: &[u32], xs: &[u32], niter: u32) -> usize {
-    let (dy, dx) = flow.split_at(h * w);
     let mut checksum = 0;
     for (&y, &x) in ys.iter().zip(xs) {
-        let (mut py, mut px) = (y as f32, x as f32);
+        let mut p = (y as f32, x as f32);
         for _ in 0..niter {
-            let (yf, xf) = (py as usize, px as usize);
-            let (fy, fx) = (py as f64 - yf as f64, px as f64 - xf as f64);
-            let (yf1, xf1) = ((yf + 1).min(h - 1), (xf + 1).min(w - 1));
-            let l = |p: &[f32]| {
-                (p[yf * w + xf] as f64 * (1.0 - fy) * (1.0 - fx)
-                    + p[yf * w + xf1] as f64 * (1.0 - fy) * fx
-                    + p[yf1 * w + xf] as f64 * fy * (1.0 - fx)
-                    + p[yf1 * w + xf1] as f64 * fy * fx) as f32
-            };
-            py = (py + l(dy)).clamp(0.0, (h - 1) as f32);
-            px = (px + l(dx)).clamp(0.0, (w - 1) as f32);
+            p = euler_step(flow, h, w, true, p);
         }
-        checksum += py as usize + px as usize;
+        checksum += p.0 as usize + p.1 as usize;
     }
     checksum
 }
@@ -119,12 +108,19 @@ fn main() {
     let t_dyn = time(repeats, || {
         pool.install(|| follow_flows(&masked, h, w, &ys, &xs, niter, true, &mut oy, &mut ox))
     });
-    let shortcut_sum: usize = oy.iter().zip(&ox).map(|(y, x)| *y as usize + *x as usize).sum();
+    let shortcut_sum: usize = oy
+        .iter()
+        .zip(&ox)
+        .map(|(y, x)| *y as usize + *x as usize)
+        .sum();
     let mut plain_sum = 0;
     let t_plain = time(repeats.min(3), || {
         plain_sum = every_step(&masked, h, w, &ys, &xs, niter);
     });
-    assert_eq!(shortcut_sum, plain_sum, "the shortcut changed an end position");
+    assert_eq!(
+        shortcut_sum, plain_sum,
+        "the shortcut changed an end position"
+    );
     println!(
         "{} {w}x{h} objects={} moving_pixels={} niter={niter} threads={threads}: mask stage \
          {:.2} ms, follow_flows {:.2} ms, every step (1 thread) {:.2} ms",

@@ -33,35 +33,8 @@ pub fn follow_flows(
     assert!(
         xs.len() == n && out_y.len() == n && out_x.len() == n && flow.len() == 2 * height * width
     );
-    let (dy, dx) = flow.split_at(height * width);
-    let (ymax, xmax) = ((height - 1) as f32, (width - 1) as f32);
-    // One Euler step from (py, px); a pure function of the position.
-    let step_interp = |py: f32, px: f32| -> (f32, f32) {
-        // Positions stay in [0, size-1], so truncation is the floor.
-        let (yf, xf) = (py as usize, px as usize);
-        // The reference subtracts int32 floors from f32 positions, which numpy promotes to
-        // f64: the weights and the sum are f64, the step is f32.
-        let (fy, fx) = (py as f64 - yf as f64, px as f64 - xf as f64);
-        let yf1 = (yf + 1).min(height - 1);
-        let xf1 = (xf + 1).min(width - 1);
-        let i00 = yf * width + xf;
-        let i01 = yf * width + xf1;
-        let i10 = yf1 * width + xf;
-        let i11 = yf1 * width + xf1;
-        let lerp = |p: &[f32]| -> f32 {
-            (p[i00] as f64 * (1.0 - fy) * (1.0 - fx)
-                + p[i01] as f64 * (1.0 - fy) * fx
-                + p[i10] as f64 * fy * (1.0 - fx)
-                + p[i11] as f64 * fy * fx) as f32
-        };
-        let (vy, vx) = (lerp(dy), lerp(dx));
-        ((py + vy).clamp(0.0, ymax), (px + vx).clamp(0.0, xmax))
-    };
-    // Reference steps2D: the flow at the rounded-down pixel, positions clamped.
-    let step_pixel = |py: f32, px: f32| -> (f32, f32) {
-        let i = (py as usize) * width + px as usize;
-        ((py + dy[i]).clamp(0.0, ymax), (px + dx[i]).clamp(0.0, xmax))
-    };
+    let step_interp = |py: f32, px: f32| euler_step(flow, height, width, true, (py, px));
+    let step_pixel = |py: f32, px: f32| euler_step(flow, height, width, false, (py, px));
     out_y
         .par_chunks_mut(CHUNK)
         .zip(out_x.par_chunks_mut(CHUNK))
@@ -79,6 +52,45 @@ pub fn follow_flows(
                 ox[k] = px as u32;
             }
         });
+}
+
+/// One Euler step of a pixel at `pos` = (y, x) through `flow` (as [`follow_flows`] takes
+/// it), clamped to the image: with `interp` the bilinearly interpolated flow (reference
+/// `steps_interp`), else the flow at the rounded-down pixel (reference `steps2D`).
+#[inline]
+pub fn euler_step(
+    flow: &[f32],
+    height: usize,
+    width: usize,
+    interp: bool,
+    (py, px): (f32, f32),
+) -> (f32, f32) {
+    let (dy, dx) = flow.split_at(height * width);
+    let (ymax, xmax) = ((height - 1) as f32, (width - 1) as f32);
+    // Positions stay in [0, size-1], so truncation is the floor.
+    let (yf, xf) = (py as usize, px as usize);
+    let (vy, vx) = if interp {
+        // The reference subtracts int32 floors from f32 positions, which numpy promotes to
+        // f64: the weights and the sum are f64, the step is f32.
+        let (fy, fx) = (py as f64 - yf as f64, px as f64 - xf as f64);
+        let yf1 = (yf + 1).min(height - 1);
+        let xf1 = (xf + 1).min(width - 1);
+        let i00 = yf * width + xf;
+        let i01 = yf * width + xf1;
+        let i10 = yf1 * width + xf;
+        let i11 = yf1 * width + xf1;
+        let lerp = |p: &[f32]| -> f32 {
+            (p[i00] as f64 * (1.0 - fy) * (1.0 - fx)
+                + p[i01] as f64 * (1.0 - fy) * fx
+                + p[i10] as f64 * fy * (1.0 - fx)
+                + p[i11] as f64 * fy * fx) as f32
+        };
+        (lerp(dy), lerp(dx))
+    } else {
+        let i = yf * width + xf;
+        (dy[i], dx[i])
+    };
+    ((py + vy).clamp(0.0, ymax), (px + vx).clamp(0.0, xmax))
 }
 
 /// `niter` applications of `step` from `start`, exactly.
@@ -99,7 +111,7 @@ fn iterate(step: impl Fn(f32, f32) -> (f32, f32), start: (f32, f32), niter: u32)
         if it > 0 && next == before {
             // Period 2 from here on: `next` after an even number of the remaining steps.
             let remaining = niter - it - 1;
-            return if remaining % 2 == 0 { next } else { cur };
+            return if remaining.is_multiple_of(2) { next } else { cur };
         }
         before = cur;
         cur = next;
@@ -254,26 +266,11 @@ mod tests {
                 follow_flows(&flow, h, w, &ys, &xs, niter, interp, &mut oy, &mut ox);
                 for i in 0..ys.len() {
                     // Every step, no shortcut.
-                    let (mut py, mut px) = (ys[i] as f32, xs[i] as f32);
+                    let mut p = (ys[i] as f32, xs[i] as f32);
                     for _ in 0..niter {
-                        let (yf, xf) = (py as usize, px as usize);
-                        let (vy, vx) = if interp {
-                            let (fy, fx) = (py as f64 - yf as f64, px as f64 - xf as f64);
-                            let (yf1, xf1) = ((yf + 1).min(h - 1), (xf + 1).min(w - 1));
-                            let l = |p: &[f32]| {
-                                (p[yf * w + xf] as f64 * (1.0 - fy) * (1.0 - fx)
-                                    + p[yf * w + xf1] as f64 * (1.0 - fy) * fx
-                                    + p[yf1 * w + xf] as f64 * fy * (1.0 - fx)
-                                    + p[yf1 * w + xf1] as f64 * fy * fx)
-                                    as f32
-                            };
-                            (l(&flow[..h * w]), l(&flow[h * w..]))
-                        } else {
-                            (flow[yf * w + xf], flow[h * w + yf * w + xf])
-                        };
-                        py = (py + vy).clamp(0.0, (h - 1) as f32);
-                        px = (px + vx).clamp(0.0, (w - 1) as f32);
+                        p = euler_step(&flow, h, w, interp, p);
                     }
+                    let (py, px) = p;
                     assert_eq!(
                         (oy[i], ox[i]),
                         (py as u32, px as u32),

@@ -34,6 +34,7 @@ pub mod network;
 pub mod objects;
 pub mod params;
 pub mod preprocess;
+mod recent;
 pub mod render;
 pub mod segmenter;
 pub mod size_model;

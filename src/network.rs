@@ -8,6 +8,7 @@ use tract_onnx::prelude::*;
 
 use crate::error::ModelError;
 use crate::model::Model;
+use crate::recent::Recent;
 use crate::tiling::{TileBlender, TileGrid};
 
 /// Channels of the network output: dY, dX, cell-probability logit.
@@ -53,13 +54,9 @@ pub struct NetworkScratch {
     net_out: Vec<f32>,
     extended: Vec<f32>,
     blender: TileBlender,
-    /// Tilings of recent images (least recently used first) keyed by (height, width,
-    /// augment, overlap bits): automatic diameter runs up to three scales per frame.
-    grids: Vec<((usize, usize, bool, u32), TileGrid)>,
+    /// Tilings of recent images by (height, width, augment, overlap bits).
+    grids: Recent<(usize, usize, bool, u32), TileGrid>,
 }
-
-/// Tilings kept by [`NetworkScratch`].
-const CACHED_GRIDS: usize = 4;
 
 /// Pads `img` (`2 × height × width`, normalised and rescaled) as the reference does
 /// (`preprocess::pad_for`), runs [`run_tiled`] on it, and writes the `3 × height × width`
@@ -141,19 +138,13 @@ pub fn run_tiled(
 ) -> Result<(), ModelError> {
     // Frames of one size share their tiling: reuse it rather than rebuild it per frame.
     let key = (height, width, augment, tile_overlap.to_bits());
-    let grid = match scratch.grids.iter().position(|(k, _)| *k == key) {
-        Some(i) => scratch.grids.remove(i).1,
-        None => {
-            if scratch.grids.len() >= CACHED_GRIDS {
-                scratch.grids.remove(0);
-            }
-            TileGrid::new(height, width, augment, tile_overlap)
-        }
-    };
+    let grid = scratch
+        .grids
+        .take_or_make(&key, || TileGrid::new(height, width, augment, tile_overlap));
     let result = run_grid(
         model, img, height, width, &grid, batch_size, executor, scratch, out, style,
     );
-    scratch.grids.push((key, grid));
+    scratch.grids.put(key, grid);
     result
 }
 

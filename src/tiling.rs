@@ -2,6 +2,7 @@
 //! (`transforms.make_tiles`, `_taper_mask`, `average_tiles`, `unaugment_tiles`).
 
 use crate::params::TILE_SIZE;
+use crate::recent::Recent;
 
 /// Width (pixels) over which a tile's weight falls off at its border, and the steepness of
 /// the sigmoid (reference `_taper_mask`: 20 px margin, sig 7.5).
@@ -146,9 +147,6 @@ pub fn taper_mask(ly: usize, lx: usize) -> Vec<f64> {
     out
 }
 
-/// Taper masks kept per tile shape: automatic diameter runs up to three scales per frame.
-const CACHED_MASKS: usize = 4;
-
 /// Accumulates network outputs of tiles into a whole-image map with tapered weights.
 #[derive(Debug, Default, Clone)]
 pub struct TileBlender {
@@ -156,9 +154,9 @@ pub struct TileBlender {
     weight: Vec<f64>,
     mask: Vec<f64>,
     mask_shape: (usize, usize),
-    /// Masks of other tile shapes seen recently (least recently used first), so that
-    /// frames alternating between scales do not rebuild them.
-    other_masks: Vec<((usize, usize), Vec<f64>)>,
+    /// Masks of other tile shapes seen recently, so that frames alternating between scales
+    /// do not rebuild them.
+    other_masks: Recent<(usize, usize), Vec<f64>>,
 }
 
 impl TileBlender {
@@ -170,18 +168,14 @@ impl TileBlender {
         self.weight.resize(grid.height * grid.width, 0.0);
         let shape = (grid.ly, grid.lx);
         if self.mask_shape != shape {
-            let current = (self.mask_shape, std::mem::take(&mut self.mask));
-            self.mask = match self.other_masks.iter().position(|(s, _)| *s == shape) {
-                Some(i) => self.other_masks.remove(i).1,
-                None => taper_mask(grid.ly, grid.lx),
-            };
-            self.mask_shape = shape;
-            if !current.1.is_empty() {
-                if self.other_masks.len() >= CACHED_MASKS {
-                    self.other_masks.remove(0);
-                }
-                self.other_masks.push(current);
+            let mask = self
+                .other_masks
+                .take_or_make(&shape, || taper_mask(grid.ly, grid.lx));
+            let previous = std::mem::replace(&mut self.mask, mask);
+            if !previous.is_empty() {
+                self.other_masks.put(self.mask_shape, previous);
             }
+            self.mask_shape = shape;
         }
     }
 

@@ -111,7 +111,11 @@ fn iterate(step: impl Fn(f32, f32) -> (f32, f32), start: (f32, f32), niter: u32)
         if it > 0 && next == before {
             // Period 2 from here on: `next` after an even number of the remaining steps.
             let remaining = niter - it - 1;
-            return if remaining.is_multiple_of(2) { next } else { cur };
+            return if remaining.is_multiple_of(2) {
+                next
+            } else {
+                cur
+            };
         }
         before = cur;
         cur = next;

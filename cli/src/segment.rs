@@ -34,9 +34,10 @@ pub struct SegmentArgs {
     /// ONNX model file [default: the shipped models/nuclei_light.onnx, or $CELLPOSE_MODEL].
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
-    /// Typical object diameter in pixels, or `auto` (also 0) to estimate it per image with
-    /// the model's size model [default: the model's training diameter].
-    #[arg(long, value_name = "D|auto", value_parser = parse_diameter)]
+    /// Typical object diameter in pixels, `auto` (also 0) to estimate it per image with the
+    /// model's size model, or `model` for the model's training diameter [default: `auto`
+    /// when the model has a size model, else `model`].
+    #[arg(long, value_name = "D|auto|model", value_parser = parse_diameter)]
     diameter: Option<Diameter>,
     /// Channels as the reference chooses them: `C,N` where C is the channel to segment
     /// (0 = average of all colours, 1 red, 2 green, 3 blue) and N the optional nucleus
@@ -91,11 +92,14 @@ fn parse_diameter(s: &str) -> Result<Diameter, String> {
     if s.eq_ignore_ascii_case("auto") {
         return Ok(Diameter::Auto);
     }
+    if s.eq_ignore_ascii_case("model") {
+        return Ok(Diameter::ModelDefault);
+    }
     match s.parse::<f32>() {
         Ok(0.0) => Ok(Diameter::Auto),
         Ok(d) if d.is_finite() && d > 0.0 => Ok(Diameter::Pixels(d)),
         _ => Err(format!(
-            "`{s}` is not a diameter: expected pixels > 0, or `auto`"
+            "`{s}` is not a diameter: expected pixels > 0, `auto` or `model`"
         )),
     }
 }
@@ -377,8 +381,15 @@ fn build_engine(args: &SegmentArgs) -> Result<(Engine, PathBuf), Fatal> {
         model_path::resolve(args.model.as_deref()).map_err(|m| Fatal::new(EXIT_MODEL, m))?;
     let model = Model::load(&model_file)
         .map_err(|e| Fatal::new(EXIT_MODEL, format!("{}: {e}", model_file.display())))?;
+    // Unknown sizes are the rule at a microscope: estimate them when the model can (the
+    // shipped model's AP50 on dsb2018/test is far higher with it; models/README.md).
+    let default_diameter = if model.info().size_model.is_some() {
+        Diameter::Auto
+    } else {
+        Diameter::ModelDefault
+    };
     let params = Params {
-        diameter: args.diameter.unwrap_or(Diameter::ModelDefault),
+        diameter: args.diameter.unwrap_or(default_diameter),
         flow_threshold: args.flow_threshold,
         cellprob_threshold: args.cellprob_threshold,
         min_size: args.min_size,
@@ -545,6 +556,7 @@ mod tests {
         assert_eq!(parse_diameter("auto"), Ok(Diameter::Auto));
         assert_eq!(parse_diameter("0"), Ok(Diameter::Auto));
         assert_eq!(parse_diameter("17.5"), Ok(Diameter::Pixels(17.5)));
+        assert_eq!(parse_diameter("model"), Ok(Diameter::ModelDefault));
         assert!(parse_diameter("-3").is_err());
         assert!(parse_diameter("big").is_err());
     }

@@ -31,7 +31,7 @@ pub struct SegmentArgs {
     /// Folder for the results (created if missing) [default: beside each image].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// ONNX model file [default: the shipped models/nuclei_light.onnx, or $CELLPOSE_MODEL].
+    /// ONNX model file [default: $CELLPOSE_MODEL, or the shipped models/nuclei_light_int8.onnx].
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
     /// Typical object diameter in pixels, `auto` (also 0) to estimate it per image with the

@@ -242,7 +242,7 @@ static void options_reject_bad_values(void) {
   EXPECT_STATUS(cp_session_options_init(&o, sizeof o), CP_OK);
   EXPECT(o.struct_size == sizeof o && o.threads == 1 && o.diameter_mode == CP_DIAMETER_MODEL_DEFAULT);
   EXPECT(o.flow_threshold == 0.4f && o.cellprob_threshold == 0.0f && o.min_size == 15);
-  EXPECT(o.batch_size == 8 && o.interp && o.resample && !o.augment && o.normalize && !o.invert);
+  EXPECT(o.batch_size == 1 && o.interp && o.resample && !o.augment && o.normalize && !o.invert);
 
   EXPECT_STATUS(cp_session_new(m, &o, NULL), CP_ERR_NULL_POINTER);
   EXPECT_STATUS(cp_session_new(NULL, &o, &s), CP_ERR_NULL_POINTER);

@@ -6,6 +6,8 @@
 //! heat. These are the network's training targets and what the flow-error quality control
 //! compares predictions with. f64 throughout, as the reference.
 
+use crate::masks::reserve_total;
+
 /// A label's bounding box (y0, x0, y1, x1), inclusive-exclusive, or None if it is absent.
 type LabelBox = Option<(usize, usize, usize, usize)>;
 
@@ -46,17 +48,14 @@ impl FlowScratch {
     pub fn reserve_for(&mut self, height: usize, width: usize, max_label: usize) {
         let framed = (height + 2) * (width + 2);
         let npix = height * width;
-        self.heat.reserve(framed.saturating_sub(self.heat.len()));
-        self.next.reserve(framed.saturating_sub(self.next.len()));
-        self.ys.reserve(npix.saturating_sub(self.ys.len()));
-        self.xs.reserve(npix.saturating_sub(self.xs.len()));
-        self.boxes
-            .reserve(max_label.saturating_sub(self.boxes.len()));
-        self.sums.reserve(max_label.saturating_sub(self.sums.len()));
-        self.counts
-            .reserve(max_label.saturating_sub(self.counts.len()));
-        self.errors
-            .reserve(max_label.saturating_sub(self.errors.len()));
+        reserve_total(&mut self.heat, framed);
+        reserve_total(&mut self.next, framed);
+        reserve_total(&mut self.ys, npix);
+        reserve_total(&mut self.xs, npix);
+        reserve_total(&mut self.boxes, max_label);
+        reserve_total(&mut self.sums, max_label);
+        reserve_total(&mut self.counts, max_label);
+        reserve_total(&mut self.errors, max_label);
     }
 }
 

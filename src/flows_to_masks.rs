@@ -5,7 +5,8 @@
 
 use crate::dynamics::{self, FLOW_SCALE};
 use crate::flows::{self, FlowScratch};
-use crate::masks::{self, LabelScratch, MaskScratch};
+use crate::masks::{self, LabelScratch, MaskScratch, reserve_total};
+use crate::objects;
 use crate::params::Params;
 
 /// Buffers of the mask stage, reused from frame to frame.
@@ -22,6 +23,8 @@ pub struct MaskFormation {
     mask_flows: Vec<f32>,
     drop: Vec<bool>,
     label_scratch: LabelScratch,
+    diameter_counts: Vec<u64>,
+    diameter_radii: Vec<f64>,
     /// Grid sizes (pixels) the buffers were reserved for, and the most labels they produce.
     reserved_npix: usize,
     label_bound: usize,
@@ -50,14 +53,11 @@ impl MaskFormation {
             &mut self.end_y,
             &mut self.end_x,
         ] {
-            v.reserve(npix.saturating_sub(v.len()));
+            reserve_total(v, npix);
         }
-        self.masked_flow
-            .reserve((2 * npix).saturating_sub(self.masked_flow.len()));
-        self.mask_flows
-            .reserve((2 * npix).saturating_sub(self.mask_flows.len()));
-        self.drop
-            .reserve((self.label_bound + 1).saturating_sub(self.drop.len()));
+        reserve_total(&mut self.masked_flow, 2 * npix);
+        reserve_total(&mut self.mask_flows, 2 * npix);
+        reserve_total(&mut self.drop, self.label_bound + 1);
         self.mask_scratch.reserve_for(h, w);
         self.flow_scratch.reserve_for(h, w, self.label_bound);
     }
@@ -151,9 +151,13 @@ impl MaskFormation {
         }
     }
 
-    /// The most labels any grid seen so far can produce (room reserved for that many).
-    pub(crate) fn label_bound(&self) -> usize {
-        self.label_bound
+    /// Median object diameter of labels made by this stage ([`objects::median_diameter`]),
+    /// with this stage's buffers.
+    pub fn median_diameter(&mut self, labels: &[u32]) -> f32 {
+        let bound = self.label_bound.max(masks::max_labels(labels.len())) + 1;
+        reserve_total(&mut self.diameter_counts, bound);
+        reserve_total(&mut self.diameter_radii, bound);
+        objects::median_diameter_with(labels, &mut self.diameter_counts, &mut self.diameter_radii)
     }
 
     /// Hole filling and removal of masks under `min_size` pixels on labels made by this

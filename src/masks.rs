@@ -16,6 +16,12 @@ const GROW_ITERS: usize = 5;
 /// Local maxima are found with a 5×5 max filter.
 const PEAK_KERNEL: usize = 5;
 
+/// Grows `v`'s capacity to at least `total` elements (a no-op when it has that much), so a
+/// per-frame buffer sized for the worst case never reallocates afterwards.
+pub(crate) fn reserve_total<T>(v: &mut Vec<T>, total: usize) {
+    v.reserve(total.saturating_sub(v.len()));
+}
+
 /// The most labels a `npix`-pixel grid can produce: every seed is a distinct histogram bin
 /// holding more than [`SEED_MIN_COUNT`] of the at most `npix` moving pixels.
 pub fn max_labels(npix: usize) -> usize {
@@ -47,13 +53,12 @@ impl MaskScratch {
             &mut self.tmp,
             &mut self.seed_map,
         ] {
-            v.reserve(bins.saturating_sub(v.len()));
+            reserve_total(v, bins);
         }
-        self.seeds.reserve(labels.saturating_sub(self.seeds.len()));
-        self.counts
-            .reserve(labels.saturating_sub(self.counts.len()));
-        self.keep.reserve(labels.saturating_sub(self.keep.len()));
-        self.map.reserve(labels.saturating_sub(self.map.len()));
+        reserve_total(&mut self.seeds, labels);
+        reserve_total(&mut self.counts, labels);
+        reserve_total(&mut self.keep, labels);
+        reserve_total(&mut self.map, labels);
     }
 }
 
@@ -73,13 +78,12 @@ impl LabelScratch {
     /// `max_label`, so that no later call within those bounds allocates.
     pub fn reserve_for(&mut self, npix: usize, max_label: usize) {
         let l = max_label + 1;
-        self.counts.reserve(l.saturating_sub(self.counts.len()));
-        self.drop.reserve(l.saturating_sub(self.drop.len()));
-        self.map.reserve(l.saturating_sub(self.map.len()));
-        self.boxes.reserve(l.saturating_sub(self.boxes.len()));
-        self.outside
-            .reserve(npix.saturating_sub(self.outside.len()));
-        self.stack.reserve(npix.saturating_sub(self.stack.len()));
+        reserve_total(&mut self.counts, l);
+        reserve_total(&mut self.drop, l);
+        reserve_total(&mut self.map, l);
+        reserve_total(&mut self.boxes, l);
+        reserve_total(&mut self.outside, npix);
+        reserve_total(&mut self.stack, npix);
     }
 }
 

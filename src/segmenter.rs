@@ -7,7 +7,6 @@ use crate::flows_to_masks::MaskFormation;
 use crate::image::ImageView;
 use crate::model::Model;
 use crate::network::{self, IN_CHANNELS, NetworkScratch, OUT_CHANNELS};
-use crate::objects;
 use crate::params::{Diameter, Params};
 use crate::preprocess::{self, ResizeScratch};
 
@@ -43,8 +42,6 @@ struct Workspace {
     net: NetworkScratch,
     masks: MaskFormation,
     small_labels: Vec<u32>,
-    diameter_counts: Vec<u64>,
-    diameter_radii: Vec<f64>,
 }
 
 /// Segments frames with one model and one parameter set. One segmenter is used by one
@@ -158,17 +155,7 @@ impl Segmenter {
                     None => return Err(ParamsError::NoSizeModel.into()),
                 };
                 self.run_at(w, h, diam_mean / d_style, false, false, out)?;
-                let ws = &mut self.ws;
-                let bound = ws.masks.label_bound() + 1;
-                ws.diameter_counts
-                    .reserve(bound.saturating_sub(ws.diameter_counts.len()));
-                ws.diameter_radii
-                    .reserve(bound.saturating_sub(ws.diameter_radii.len()));
-                let d = objects::median_diameter_with(
-                    &out.labels,
-                    &mut ws.diameter_counts,
-                    &mut ws.diameter_radii,
-                );
+                let d = self.ws.masks.median_diameter(&out.labels);
                 let d = if d > 0.0 && d.is_finite() {
                     d
                 } else {

@@ -219,6 +219,10 @@ impl<'a> VolumeView<'a> {
     pub fn pixel_type(&self) -> PixelType {
         self.first.pixel_type()
     }
+    /// `(depth, height, width, channels)`.
+    pub fn shape(&self) -> (usize, usize, usize, usize) {
+        (self.depth(), self.height(), self.width(), self.channels())
+    }
 
     /// Plane `z` as a frame.
     pub fn plane(&self, z: usize) -> ImageView<'a> {
@@ -447,16 +451,20 @@ impl VolumeSegmenter {
         Ok(out)
     }
 
+    /// The normalised stack and the diameter its objects are segmented at: what every
+    /// volume mode starts from.
+    fn prepared_stack(&mut self, volume: &VolumeView) -> Result<(Vec<f32>, f32), Error> {
+        let (d, h, w, nc) = volume.shape();
+        let stack = self.normalised_stack(volume)?;
+        let diameter = self.volume_diameter(&stack, [d, h, w], nc)?;
+        Ok((stack, diameter))
+    }
+
     /// The stack as f32, Z×C×Y×X (C = the volume's channels), normalised over the whole
     /// stack per channel when `params.normalize` (reference `norm3D=True`), then inverted if
     /// asked.
     fn normalised_stack(&self, volume: &VolumeView) -> Result<Vec<f32>, Error> {
-        let (d, h, w, nc) = (
-            volume.depth(),
-            volume.height(),
-            volume.width(),
-            volume.channels(),
-        );
+        let (d, h, w, nc) = volume.shape();
         let plane = h * w;
         let mut stack = vec![0.0f32; d * nc * plane];
         for z in 0..d {
@@ -526,14 +534,8 @@ impl VolumeSegmenter {
     /// `do_3D=True`). At the volume's size unless `params.resample` is off, in which case
     /// at the network's (rescaled) size.
     pub fn flows_3d(&mut self, volume: &VolumeView) -> Result<VolumeFlows, Error> {
-        let (d, h, w, nc) = (
-            volume.depth(),
-            volume.height(),
-            volume.width(),
-            volume.channels(),
-        );
-        let stack = self.normalised_stack(volume)?;
-        let diameter = self.volume_diameter(&stack, [d, h, w], nc)?;
+        let (d, h, w, nc) = volume.shape();
+        let (stack, diameter) = self.prepared_stack(volume)?;
         let p = self.params.params.clone();
         let diam_mean = self.model.info().diam_mean as f64;
         let rescale = diam_mean / diameter as f64;
@@ -729,14 +731,8 @@ impl VolumeSegmenter {
         volume: &VolumeView,
         out: &mut VolumeSegmentation,
     ) -> Result<(), Error> {
-        let (d, h, w, nc) = (
-            volume.depth(),
-            volume.height(),
-            volume.width(),
-            volume.channels(),
-        );
-        let stack = self.normalised_stack(volume)?;
-        let diameter = self.volume_diameter(&stack, [d, h, w], nc)?;
+        let (d, h, w, nc) = volume.shape();
+        let (stack, diameter) = self.prepared_stack(volume)?;
         let mut p = self.params.params.clone();
         // The stack is normalised as a whole (reference norm3D); the size filter waits
         // until the planes are stitched.

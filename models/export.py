@@ -76,6 +76,16 @@ def main():
     args = ap.parse_args()
 
     net, nbase = load_net(args.checkpoint)
+    size_model = None
+    if args.size_model:
+        # Checked before exporting: a size model fitted on another network's styles would
+        # only be refused later, when the library loads the file.
+        size_model = np.load(args.size_model, allow_pickle=True).item()
+        for key in ("A", "smean"):
+            if np.ravel(size_model[key]).size != nbase[-1]:
+                raise SystemExit(f"{args.size_model}: {key} has {np.ravel(size_model[key]).size} values, "
+                                 f"but the network's style vector has {nbase[-1]} (widths {nbase}); "
+                                 f"fit the size model on this checkpoint (models/train_size.py)")
     wrapped = ExportNet(net).eval()
     x = torch.randn(1, nbase[0], 224, 224)
     with torch.no_grad():
@@ -96,8 +106,8 @@ def main():
         "cellpose.license": args.license,
         "cellpose.reference": "cellpose==3.1.1.3 CPnet",
     }
-    if args.size_model:
-        p = np.load(args.size_model, allow_pickle=True).item()
+    if size_model is not None:
+        p = size_model
         meta["cellpose.size_model.A"] = ",".join(f"{v:.9g}" for v in np.ravel(p["A"]))
         meta["cellpose.size_model.smean"] = ",".join(f"{v:.9g}" for v in np.ravel(p["smean"]))
         meta["cellpose.size_model.ymean"] = f"{float(np.ravel(p['ymean'])[0]):.9g}"

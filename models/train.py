@@ -34,15 +34,24 @@ def held_out(name: str, fraction: float) -> bool:
     return (h % 1000) < fraction * 1000
 
 
-def load_split(data_dir: Path, val_fraction: float):
-    names = sorted(p.name[: -len("_img.png")] for p in (data_dir / "train").glob("*_img.png"))
+def load_split(data: Path, val_fraction: float):
+    """Names, then images and labels, of the training and held-out parts of train/.
+    `data` is the dataset folder (holding train/) or a pack made by models/pack_data.py."""
+    if data.is_file():
+        from pack_data import load_pack
+        pack = load_pack(data)
+        names = sorted(pack)
+        read = lambda n: pack[n]  # noqa: E731
+    else:
+        names = sorted(p.name[: -len("_img.png")] for p in (data / "train").glob("*_img.png"))
+        read = lambda n: (io.imread(str(data / "train" / f"{n}_img.png")),  # noqa: E731
+                          io.imread(str(data / "train" / f"{n}_masks.png")))
     tr, va = [], []
     for n in names:
         (va if held_out(n, val_fraction) else tr).append(n)
     def load(ns):
-        imgs = [io.imread(str(data_dir / "train" / f"{n}_img.png")) for n in ns]
-        lbls = [io.imread(str(data_dir / "train" / f"{n}_masks.png")).astype(np.int32) for n in ns]
-        return imgs, lbls
+        pairs = [read(n) for n in ns]
+        return [p[0] for p in pairs], [p[1].astype(np.int32) for p in pairs]
     return tr, va, load(tr), load(va)
 
 
@@ -62,7 +71,7 @@ def lr_schedule(n_epochs: int, lr: float) -> np.ndarray:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--data", default=str(DATA), help="dataset folder, or a pack from models/pack_data.py")
     ap.add_argument("--nbase", default="2,16,32,64,128")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -73,6 +82,8 @@ def main():
     ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init", help="start from these weights (a CPnet state dict, fp16 or fp32, e.g. the "
+                    "best_f16.pth a GPU session returns) with a fresh optimiser; ignored with --resume")
     ap.add_argument("--max-minutes", type=float, default=0, help="stop cleanly after this long (0: no limit)")
     args = ap.parse_args()
 
@@ -104,11 +115,15 @@ def main():
         train._process_train_test(train_data=tr_imgs, train_labels=tr_lbls,
                                   test_data=va_imgs, test_labels=va_lbls,
                                   channels=[0, 0], normalize_params=norm,
-                                  min_train_masks=1, device=torch.device("cpu"))
+                                  min_train_masks=1, device=device)
     tr_data = train._reshape_norm(tr_data, channels=[0, 0], normalize_params=norm)
     va_data = train._reshape_norm(va_data, channels=[0, 0], normalize_params=norm)
 
     net = resnet_torch.CPnet(nbase, 3, 3, diam_mean=args.diam_mean).to(device)
+    if args.init and not (args.resume and (out / "last.pth").exists()):
+        init = torch.load(args.init, map_location=device, weights_only=True)
+        net.load_state_dict({k: v.float() for k, v in init.items()})
+        log.info(f"initialised from {args.init}")
     net.diam_labels.data = torch.Tensor([diam_tr.mean()]).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = lr_schedule(args.epochs, args.lr)

@@ -28,14 +28,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "dsb2018"))
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "dsb2018"),
+                    help="dataset folder, or a pack from models/pack_data.py")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--bsize", type=int, default=224)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net, _ = load_net(args.weights)
+    net = net.to(device)
     diam_mean = net.diam_mean.item()
     _, _, (imgs, lbls), _ = load_split(Path(args.data), 0.1)
     norm = dict(models.normalize_default)
@@ -54,7 +57,7 @@ def main():
             batch = [data[i] for i in inds]
             x, _, scale = transforms.random_rotate_and_resize(batch, scale_range=1.0, xy=(args.bsize, args.bsize))
             with torch.no_grad():
-                s = net(torch.from_numpy(x))[1].numpy()
+                s = net(torch.from_numpy(x).to(device))[1].cpu().numpy()
             styles.append(s)
             ys.append(np.log(diam[inds]) - np.log(diam_mean) + np.log(scale))
         print(f"epoch {ep}: {len(styles) * args.batch_size} crops", flush=True)

@@ -3,7 +3,9 @@
 //! images, per modality too, and for `--diameter auto` the estimated diameter against the
 //! ground-truth median diameter.
 //!
-//! cargo run --release --example evaluate -- MODEL DIR [default|true|auto] [THREADS]
+//! cargo run --release --example evaluate -- MODEL DIR [default|true|auto] [THREADS] [tta]
+//!
+//! `tta` turns on test-time augmentation (`Params::augment`: flipped, overlapping tiles).
 use cellpose::metrics::average_precision;
 use cellpose::{Diameter, ImageView, Model, Params, Segmenter};
 use std::collections::BTreeMap;
@@ -39,6 +41,7 @@ fn main() {
     let dir = Path::new(&a[2]);
     let mode = a.get(3).map(String::as_str).unwrap_or("default");
     let threads: usize = a.get(4).map(|s| s.parse().unwrap()).unwrap_or(1);
+    let augment = a.get(5).map(String::as_str) == Some("tta");
     let split = dir.file_name().unwrap().to_str().unwrap();
     let manifest =
         std::fs::read_to_string(dir.parent().unwrap().join(format!("manifest_{split}.csv")))
@@ -75,6 +78,7 @@ fn main() {
         };
         seg.set_params(Params {
             diameter,
+            augment,
             ..Params::default()
         })
         .unwrap();
@@ -114,7 +118,7 @@ fn main() {
         );
     }
     println!(
-        "mode={mode} threads={threads} seconds_per_image={:.3}",
+        "mode={mode} augment={augment} threads={threads} seconds_per_image={:.3}",
         secs / all.len() as f64
     );
     println!(

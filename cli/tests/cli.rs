@@ -997,8 +997,8 @@ fn volume_options_are_refused_with_one_line_errors() {
         assert!(errors[0].contains(says), "{extra:?}: {}", errors[0]);
     }
     assert!(!d.join("single_cp_masks.tif").exists());
-    // A single image is not a z-stack: that file fails (exit 1), one line naming it.
-    for file in [&single, &img] {
+    // A file that is not a z-stack fails (exit 1) with one error line naming it.
+    let not_a_stack = |file: &Path, says: &str| {
         let o = cellpose(&[
             "segment",
             s(file),
@@ -1011,8 +1011,11 @@ fn volume_options_are_refused_with_one_line_errors() {
         let stderr = text(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{stderr}");
         let lines = error_lines_for(&stderr, file);
-        assert_eq!(lines.len(), 1, "{stderr}");
-        assert!(lines[0].contains("--do-3d needs a z-stack"), "{}", lines[0]);
+        assert!(lines.len() == 1 && lines[0].contains(says), "{stderr}");
+    };
+    // A single image is not a z-stack.
+    for file in [&single, &img] {
+        not_a_stack(file, "--do-3d needs a z-stack");
     }
     // Planes of different sizes are not a z-stack either.
     let mixed = d.join("mixed.tif");
@@ -1024,20 +1027,5 @@ fn volume_options_are_refused_with_one_line_errors() {
         enc.write_image::<colortype::Gray16>(16, 32, &[100u16; 16 * 32])
             .unwrap();
     }
-    let o = cellpose(&[
-        "segment",
-        s(&mixed),
-        "--do-3d",
-        "--model",
-        s(&m),
-        "--out",
-        s(&d),
-    ]);
-    let stderr = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{stderr}");
-    let lines = error_lines_for(&stderr, &mixed);
-    assert!(
-        lines.len() == 1 && lines[0].contains("TIFF page 2 is 16×32"),
-        "{stderr}"
-    );
+    not_a_stack(&mixed, "TIFF page 2 is 16×32");
 }

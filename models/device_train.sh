@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Trains on a lent GPU machine (offline tooling; see models/README.md, "Training on a lent
 # GPU"). Run `bash models/device_prepare.sh` here first, then through the device tool:
-#   run(command="bash models/device_train.sh run_standard 2,32,64,128,256 300 8",
+#   run(command="bash models/device_train.sh run_standard 2,32,64,128,256 300 7",
 #       carry=[".whl", "models/pack"], timeout_s=600)
 # Arguments: run name, widths, planned epochs, minutes to train (stop cleanly after them;
-# keep them under the call's limit, leaving ~1.5 min for start-up and the size model).
+# a call may run 10 minutes: 7 leaves about 3 for installing, computing the label flows and
+# fitting the size model).
 # What comes back under $OUT (each file ≤ 16 MiB): best_f16.pth (the best held-out weights in
 # fp16), size_model.npy, history.json, config.json, train.log. Here, afterwards:
 #   python models/half_weights.py --to-float <files_at>/best_f16.pth models/<run>/best.pth
 #   cp <files_at>/{size_model.npy,history.json,config.json,train.log} models/<run>/
 #   NAME=<model name> STEPS=export,eval,reference bash models/finalize.sh models/<run>
-# A later GPU session continues from the returned weights with `INIT=best_f16.pth` (a fresh
-# optimiser: the fp32 optimiser state of the standard widths, ~80 MB, cannot come back).
+# A later GPU session continues from returned weights: copy them into the carried
+# models/pack/ and set INIT=models/pack/best_f16.pth (a fresh optimiser: the fp32 optimiser
+# state of the standard widths, ~80 MB, cannot come back).
 set -euo pipefail
 run=${1:?run name}; nbase=${2:?widths}; epochs=${3:?epochs}; minutes=${4:?minutes}
 OUT=${OUT:?the device tool sets OUT}

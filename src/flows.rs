@@ -6,7 +6,7 @@
 //! heat. These are the network's training targets and what the flow-error quality control
 //! compares predictions with. f64 throughout, as the reference.
 
-use crate::masks::reserve_total;
+use crate::scratch::reserve_total;
 
 /// A label's bounding box (y0, x0, y1, x1), inclusive-exclusive, or None if it is absent.
 type LabelBox = Option<(usize, usize, usize, usize)>;

@@ -5,9 +5,10 @@
 
 use crate::dynamics::{self, FLOW_SCALE};
 use crate::flows::{self, FlowScratch};
-use crate::masks::{self, LabelScratch, MaskScratch, reserve_total};
+use crate::masks::{self, LabelScratch, MaskScratch};
 use crate::objects;
 use crate::params::Params;
+use crate::scratch::reserve_total;
 
 /// Buffers of the mask stage, reused from frame to frame.
 #[derive(Default)]

@@ -36,6 +36,7 @@ pub mod params;
 pub mod preprocess;
 mod recent;
 pub mod render;
+mod scratch;
 pub mod segmenter;
 pub mod size_model;
 pub mod stitch;

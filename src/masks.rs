@@ -4,6 +4,8 @@
 //! Every step runs in a fixed order (seeds sorted by count then position, labels renumbered
 //! in order of first appearance), so labels are the same on every run and thread count.
 
+use crate::scratch::reserve_total;
+
 /// Margin added around the histogram of final positions (reference `rpad`).
 const RPAD: usize = 20;
 /// A histogram bin must hold more than this many pixels to seed a mask.
@@ -15,12 +17,6 @@ const PATCH: usize = 11;
 const GROW_ITERS: usize = 5;
 /// Local maxima are found with a 5×5 max filter.
 const PEAK_KERNEL: usize = 5;
-
-/// Grows `v`'s capacity to at least `total` elements (a no-op when it has that much), so a
-/// per-frame buffer sized for the worst case never reallocates afterwards.
-pub(crate) fn reserve_total<T>(v: &mut Vec<T>, total: usize) {
-    v.reserve(total.saturating_sub(v.len()));
-}
 
 /// The most labels a `npix`-pixel grid can produce: every seed is a distinct histogram bin
 /// holding more than [`SEED_MIN_COUNT`] of the at most `npix` moving pixels.

@@ -8,7 +8,6 @@ use tract_onnx::prelude::*;
 
 use crate::error::ModelError;
 use crate::model::Model;
-use crate::recent::Recent;
 use crate::tiling::{TileBlender, TileGrid};
 
 /// Channels of the network output: dY, dX, cell-probability logit.
@@ -54,8 +53,8 @@ pub struct NetworkScratch {
     net_out: Vec<f32>,
     extended: Vec<f32>,
     blender: TileBlender,
-    /// Tilings of recent images by (height, width, augment, overlap bits).
-    grids: Recent<(usize, usize, bool, u32), TileGrid>,
+    /// The tiling of the current image, rebuilt in place for each run.
+    grid: TileGrid,
 }
 
 /// Pads `img` (`2 × height × width`, normalised and rescaled) as the reference does
@@ -136,15 +135,14 @@ pub fn run_tiled(
     out: &mut [f32],
     style: &mut Vec<f32>,
 ) -> Result<(), ModelError> {
-    // Frames of one size share their tiling: reuse it rather than rebuild it per frame.
-    let key = (height, width, augment, tile_overlap.to_bits());
-    let grid = scratch
-        .grids
-        .take_or_make(&key, || TileGrid::new(height, width, augment, tile_overlap));
+    // Rebuilt in place: cheap arithmetic, and no allocation once the corner lists have held
+    // the most tiles seen (a cache by shape would miss on every automatic-diameter scale).
+    let mut grid = std::mem::take(&mut scratch.grid);
+    grid.rebuild(height, width, augment, tile_overlap);
     let result = run_grid(
         model, img, height, width, &grid, batch_size, executor, scratch, out, style,
     );
-    scratch.grids.put(key, grid);
+    scratch.grid = grid;
     result
 }
 

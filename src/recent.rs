@@ -1,6 +1,6 @@
-//! A handful of values kept by key, least recently used first: the per-shape state (tilings,
-//! taper masks) that frames of one size, or the few scales of an automatic-diameter frame,
-//! would otherwise rebuild on every call.
+//! A handful of values kept by key, least recently used first: the per-shape state (taper
+//! masks) that frames of one size, or the few scales of an automatic-diameter frame, would
+//! otherwise rebuild on every call.
 
 /// How many values a [`Recent`] keeps (automatic diameter runs up to three scales a frame).
 const CAPACITY: usize = 4;

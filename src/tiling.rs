@@ -10,7 +10,7 @@ const TAPER_MARGIN: f64 = 20.0;
 const TAPER_SIGMA: f64 = 7.5;
 
 /// Where the tiles of one image lie.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct TileGrid {
     /// Tile height and width.
     pub ly: usize,
@@ -24,35 +24,42 @@ pub struct TileGrid {
     pub augment: bool,
 }
 
-/// numpy `linspace(0, stop, n).astype(int)`.
-fn linspace_floor(stop: usize, n: usize) -> Vec<usize> {
+/// numpy `linspace(0, stop, n).astype(int)`, written into `v` (its capacity is reused).
+fn linspace_floor_into(v: &mut Vec<usize>, stop: usize, n: usize) {
+    v.clear();
     if n == 1 {
-        return vec![0];
+        v.push(0);
+        return;
     }
     let step = stop as f64 / (n - 1) as f64;
-    let mut v: Vec<usize> = (0..n).map(|i| (i as f64 * step) as usize).collect();
+    v.extend((0..n).map(|i| (i as f64 * step) as usize));
     v[n - 1] = stop;
-    v
 }
 
 impl TileGrid {
     /// The reference tiling of a padded `height × width` image.
     pub fn new(height: usize, width: usize, augment: bool, tile_overlap: f32) -> TileGrid {
+        let mut grid = TileGrid::default();
+        grid.rebuild(height, width, augment, tile_overlap);
+        grid
+    }
+
+    /// Recomputes the tiling for another image in place. The corner lists keep their
+    /// capacity, so once they have held the most tiles a stream of frames needs, rebuilding
+    /// allocates nothing (the automatic diameter runs a new scale on every frame).
+    pub fn rebuild(&mut self, height: usize, width: usize, augment: bool, tile_overlap: f32) {
         let b = TILE_SIZE;
         if augment {
             // Half-overlapping tiles of full size; small images are extended with zeros.
             let (h, w) = (height.max(b), width.max(b));
             let ny = ((2.0 * h as f64 / b as f64).ceil() as usize).max(2);
             let nx = ((2.0 * w as f64 / b as f64).ceil() as usize).max(2);
-            TileGrid {
-                ly: b,
-                lx: b,
-                ystarts: linspace_floor(h - b, ny),
-                xstarts: linspace_floor(w - b, nx),
-                height: h,
-                width: w,
-                augment,
-            }
+            self.ly = b;
+            self.lx = b;
+            linspace_floor_into(&mut self.ystarts, h - b, ny);
+            linspace_floor_into(&mut self.xstarts, w - b, nx);
+            self.height = h;
+            self.width = w;
         } else {
             let ov = tile_overlap.clamp(0.05, 0.5) as f64;
             let count = |l: usize| {
@@ -62,17 +69,14 @@ impl TileGrid {
                     ((1.0 + 2.0 * ov) * l as f64 / b as f64).ceil() as usize
                 }
             };
-            let (ly, lx) = (height.min(b), width.min(b));
-            TileGrid {
-                ly,
-                lx,
-                ystarts: linspace_floor(height - ly, count(height)),
-                xstarts: linspace_floor(width - lx, count(width)),
-                height,
-                width,
-                augment,
-            }
+            self.ly = height.min(b);
+            self.lx = width.min(b);
+            linspace_floor_into(&mut self.ystarts, height - self.ly, count(height));
+            linspace_floor_into(&mut self.xstarts, width - self.lx, count(width));
+            self.height = height;
+            self.width = width;
         }
+        self.augment = augment;
     }
 
     pub fn len(&self) -> usize {

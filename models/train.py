@@ -12,6 +12,7 @@ with the lowest loss on a held-out part of train/ (`best.pth`).
 Example (CPU, 2 threads):
     python models/train.py --out models/run_light --nbase 2,16,32,64,128 --epochs 40
     python models/train.py --out models/run_light --resume      # after an interruption
+    python models/train.py --out models/run_light --resume --bf16  # 2x faster on AVX512_BF16
 """
 import argparse
 import hashlib

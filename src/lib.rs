@@ -34,7 +34,6 @@ pub mod network;
 pub mod objects;
 pub mod params;
 pub mod preprocess;
-mod recent;
 pub mod render;
 mod scratch;
 pub mod segmenter;

@@ -2,7 +2,6 @@
 //! (`transforms.make_tiles`, `_taper_mask`, `average_tiles`, `unaugment_tiles`).
 
 use crate::params::TILE_SIZE;
-use crate::recent::Recent;
 
 /// Width (pixels) over which a tile's weight falls off at its border, and the steepness of
 /// the sigmoid (reference `_taper_mask`: 20 px margin, sig 7.5).
@@ -133,22 +132,25 @@ impl TileGrid {
 /// The reference taper weights of a `ly × lx` tile (a 2D sigmoid falling off over the last
 /// 20 px), in f64 as the reference computes them.
 pub fn taper_mask(ly: usize, lx: usize) -> Vec<f64> {
+    let mut out = Vec::new();
+    taper_mask_into(ly, lx, &mut out);
+    out
+}
+
+/// [`taper_mask`] written into `out`, whose capacity is reused.
+fn taper_mask_into(ly: usize, lx: usize, out: &mut Vec<f64>) {
     let b = TILE_SIZE.max(ly).max(lx);
     let mean = (b as f64 - 1.0) / 2.0;
-    let m: Vec<f64> = (0..b)
-        .map(|i| {
-            1.0 / (1.0
-                + (((i as f64 - mean).abs() - (b as f64 / 2.0 - TAPER_MARGIN)) / TAPER_SIGMA).exp())
-        })
-        .collect();
+    let profile = |i: usize| {
+        1.0 / (1.0
+            + (((i as f64 - mean).abs() - (b as f64 / 2.0 - TAPER_MARGIN)) / TAPER_SIGMA).exp())
+    };
     let (y0, x0) = (b / 2 - ly / 2, b / 2 - lx / 2);
-    let mut out = Vec::with_capacity(ly * lx);
+    out.clear();
     for y in 0..ly {
-        for x in 0..lx {
-            out.push(m[y0 + y] * m[x0 + x]);
-        }
+        let my = profile(y0 + y);
+        out.extend((0..lx).map(|x| my * profile(x0 + x)));
     }
-    out
 }
 
 /// Accumulates network outputs of tiles into a whole-image map with tapered weights.
@@ -158,9 +160,6 @@ pub struct TileBlender {
     weight: Vec<f64>,
     mask: Vec<f64>,
     mask_shape: (usize, usize),
-    /// Masks of other tile shapes seen recently, so that frames alternating between scales
-    /// do not rebuild them.
-    other_masks: Recent<(usize, usize), Vec<f64>>,
 }
 
 impl TileBlender {
@@ -170,15 +169,11 @@ impl TileBlender {
         self.acc.resize(channels * grid.height * grid.width, 0.0);
         self.weight.clear();
         self.weight.resize(grid.height * grid.width, 0.0);
+        // Rebuilt in place when the tile shape changes (two exponentials a pixel, small next
+        // to a network pass per tile); no allocation once the mask has held the largest tile.
         let shape = (grid.ly, grid.lx);
         if self.mask_shape != shape {
-            let mask = self
-                .other_masks
-                .take_or_make(&shape, || taper_mask(grid.ly, grid.lx));
-            let previous = std::mem::replace(&mut self.mask, mask);
-            if !previous.is_empty() {
-                self.other_masks.put(self.mask_shape, previous);
-            }
+            taper_mask_into(grid.ly, grid.lx, &mut self.mask);
             self.mask_shape = shape;
         }
     }

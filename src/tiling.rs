@@ -169,7 +169,7 @@ impl TileBlender {
         self.acc.resize(channels * grid.height * grid.width, 0.0);
         self.weight.clear();
         self.weight.resize(grid.height * grid.width, 0.0);
-        // Rebuilt in place when the tile shape changes (two exponentials a pixel, small next
+        // Rebuilt in place when the tile shape changes (one exponential a pixel, small next
         // to a network pass per tile); no allocation once the mask has held the largest tile.
         let shape = (grid.ly, grid.lx);
         if self.mask_shape != shape {

@@ -3,11 +3,18 @@
 
 Offline tooling. Random rotated/rescaled crops of the training images go through the trained
 network; the log of each crop's object diameter relative to `diam_mean` is regressed on the
-style vector by ridge regression (λ = 1): A, smean, ymean. Differences from the reference
-(cellpose 3.1.1.3 hard-codes a 256-wide style array, which the light widths do not fill):
-the style width is the network's, and by default 3 epochs of 224-px crops instead of 10
-epochs of 512-px crops, to fit a CPU budget (the style is a global average, so the crop size
-changes only how many objects it averages over).
+style vector by ridge regression: A, smean, ymean. Differences from the reference
+(cellpose 3.1.1.3 hard-codes a 256-wide style array, which the light widths do not fill, and a
+fixed penalty `l2_regularization=1`):
+- the style width is the network's;
+- by default 2-3 epochs of 224-px crops instead of 10 epochs of 512-px crops, to fit a CPU
+  budget (the style is a global average, so the crop size changes only how many objects it
+  averages over);
+- the residual is also reported on crops of the held-out part of train/ (which the network's
+  training did not use), and `--l2` may list several ridge penalties λ: the one with the lowest
+  held-out residual is kept. The default is the reference's λ = 1. Style vectors have unit
+  length, so their spread per component shrinks as the network widens, and a fixed λ
+  regularises a wider network harder.
 
     python models/train_size.py --weights models/run_light/best.pth --out models/run_light/size_model.npy
 """
@@ -17,11 +24,46 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cellpose import models, resnet_torch, train, transforms
+from cellpose import models, train, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from export import load_net  # noqa: E402
 from train import load_split  # noqa: E402
+
+
+def crop_styles(net, device, imgs, lbls, epochs, bsize, batch_size, seed0):
+    """Style vectors and log-diameter targets (relative to diam_mean) of random crops."""
+    diam_mean = net.diam_mean.item()
+    norm = dict(models.normalize_default)
+    norm["normalize"] = True
+    (data, _, _, _, _, diam, *_rest) = train._process_train_test(
+        train_data=imgs, train_labels=lbls, channels=[0, 0], normalize_params=norm,
+        min_train_masks=1, device=torch.device("cpu"))
+    data = train._reshape_norm(data, channels=[0, 0], normalize_params=norm)
+    n = len(data)
+    styles, ys = [], []
+    for ep in range(epochs):
+        np.random.seed(seed0 + ep)
+        perm = np.random.permutation(n)
+        for k in range(0, n, batch_size):
+            inds = perm[k:k + batch_size]
+            x, _, scale = transforms.random_rotate_and_resize([data[i] for i in inds], scale_range=1.0,
+                                                              xy=(bsize, bsize))
+            with torch.no_grad():
+                s = net(torch.from_numpy(x).to(device))[1].cpu().numpy()
+            styles.append(s)
+            ys.append(np.log(diam[inds]) - np.log(diam_mean) + np.log(scale))
+        print(f"epoch {ep}: {sum(len(s) for s in styles)} crops", flush=True)
+    return np.concatenate(styles), np.concatenate(ys)
+
+
+def ridge(S, y, lam):
+    """Reference form: A solves (X Xᵀ + λI) A = X (y − ȳ) with X the centred styles, transposed."""
+    smean = S.mean(0)
+    X = (S - smean).T
+    ymean = y.mean()
+    A = np.linalg.solve(X @ X.T + lam * np.eye(X.shape[0]), X @ (y - ymean))
+    return A, smean, ymean
 
 
 def main():
@@ -31,6 +73,11 @@ def main():
     ap.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "dsb2018"),
                     help="dataset folder, or a pack from models/pack_data.py")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--held-out-epochs", type=int, default=4,
+                    help="passes of crops over the held-out images for choosing λ")
+    ap.add_argument("--l2", default="1",
+                    help="candidate ridge penalties, comma-separated; the one with the lowest held-out "
+                         "residual is kept (default: the reference's 1; a search: 1e-6,1e-5,1e-4,1e-3,1e-2,0.1,1)")
     ap.add_argument("--bsize", type=int, default=224)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
@@ -40,36 +87,23 @@ def main():
     net, _ = load_net(args.weights)
     net = net.to(device)
     diam_mean = net.diam_mean.item()
-    _, _, (imgs, lbls), _ = load_split(Path(args.data), 0.1)
-    norm = dict(models.normalize_default)
-    norm["normalize"] = True
-    (data, flows, _, _, _, diam, *_rest) = train._process_train_test(
-        train_data=imgs, train_labels=lbls, channels=[0, 0], normalize_params=norm,
-        min_train_masks=1, device=torch.device("cpu"))
-    data = train._reshape_norm(data, channels=[0, 0], normalize_params=norm)
-    n = len(data)
-    styles, ys = [], []
-    for ep in range(args.epochs):
-        np.random.seed(ep)
-        perm = np.random.permutation(n)
-        for k in range(0, n, args.batch_size):
-            inds = perm[k:k + args.batch_size]
-            batch = [data[i] for i in inds]
-            x, _, scale = transforms.random_rotate_and_resize(batch, scale_range=1.0, xy=(args.bsize, args.bsize))
-            with torch.no_grad():
-                s = net(torch.from_numpy(x).to(device))[1].cpu().numpy()
-            styles.append(s)
-            ys.append(np.log(diam[inds]) - np.log(diam_mean) + np.log(scale))
-        print(f"epoch {ep}: {len(styles) * args.batch_size} crops", flush=True)
-    S = np.concatenate(styles)
-    y = np.concatenate(ys)
-    smean = S.mean(0)
-    X = (S - smean).T
-    ymean = y.mean()
-    A = np.linalg.solve(X @ X.T + np.eye(X.shape[0]), X @ (y - ymean))
-    pred = A @ X + ymean
-    print(f"fit: {len(y)} crops, residual std of log-diameter {np.std(pred - y):.3f} (std of target {np.std(y):.3f})")
-    np.save(args.out, {"A": A.astype(np.float32), "smean": smean.astype(np.float32), "ymean": np.float32(ymean), "diam_mean": diam_mean})
+    _, _, (imgs, lbls), (va_imgs, va_lbls) = load_split(Path(args.data), 0.1)
+    S, y = crop_styles(net, device, imgs, lbls, args.epochs, args.bsize, args.batch_size, 0)
+    Sv, yv = crop_styles(net, device, va_imgs, va_lbls, args.held_out_epochs, args.bsize, args.batch_size, 1000)
+    print(f"std of target: training crops {np.std(y):.3f}, held-out crops {np.std(yv):.3f}")
+    best = None
+    for lam in (float(v) for v in args.l2.split(",")):
+        A, smean, ymean = ridge(S, y, lam)
+        fit = np.std(A @ (S - smean).T + ymean - y)
+        held = np.std(A @ (Sv - smean).T + ymean - yv)
+        print(f"λ={lam:g}: residual std of log-diameter {fit:.3f} on {len(y)} training crops, "
+              f"{held:.3f} on {len(yv)} held-out crops")
+        if best is None or held < best[0]:
+            best = (held, lam, A, smean, ymean)
+    held, lam, A, smean, ymean = best
+    print(f"chosen λ={lam:g} (held-out residual {held:.3f})")
+    np.save(args.out, {"A": A.astype(np.float32), "smean": smean.astype(np.float32), "ymean": np.float32(ymean),
+                       "diam_mean": diam_mean, "l2": np.float32(lam)})
     print(f"wrote {args.out}")
 
 

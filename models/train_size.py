@@ -59,6 +59,10 @@ def crop_styles(net, device, imgs, lbls, epochs, bsize, batch_size, seed0):
 
 def ridge(S, y, lam):
     """Reference form: A solves (X Xᵀ + λI) A = X (y − ȳ) with X the centred styles, transposed."""
+    # float64: with 256 styles and λ near 1e-6 the float32 normal equations are too
+    # ill-conditioned to solve (the training residual then rises as λ falls).
+    S = S.astype(np.float64)
+    y = y.astype(np.float64)
     smean = S.mean(0)
     X = (S - smean).T
     ymean = y.mean()

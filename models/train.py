@@ -56,6 +56,41 @@ def load_split(data: Path, val_fraction: float):
     return tr, va, load(tr), load(va)
 
 
+def prepare_split(data: Path, val_fraction: float, device):
+    """Reference preprocessing of both parts of train/: grayscale (channels=[0,0]) +
+    percentile normalisation, label flows by heat diffusion, per-image diameters.
+    Returns the names, then (images, flow targets, diameters) of the training part and of
+    the held-out part."""
+    tr_names, va_names, (tr_imgs, tr_lbls), (va_imgs, va_lbls) = load_split(data, val_fraction)
+    norm = dict(models.normalize_default)
+    norm["normalize"] = True
+    (tr_data, tr_flows, _, _, _, diam_tr, va_data, va_flows, _, _, _, diam_va, _) = \
+        train._process_train_test(train_data=tr_imgs, train_labels=tr_lbls,
+                                  test_data=va_imgs, test_labels=va_lbls,
+                                  channels=[0, 0], normalize_params=norm,
+                                  min_train_masks=1, device=device)
+    tr_data = train._reshape_norm(tr_data, channels=[0, 0], normalize_params=norm)
+    va_data = train._reshape_norm(va_data, channels=[0, 0], normalize_params=norm)
+    return tr_names, va_names, (tr_data, tr_flows, diam_tr), (va_data, va_flows, diam_va)
+
+
+def held_out_loss(net, va_data, va_flows, diam_va, batch_size: int, device) -> float:
+    """Mean loss on one 224-px augmented crop of every held-out image, drawn with a fixed
+    seed so that epochs (and checkpoints) are comparable."""
+    net.eval()
+    np.random.seed(42)
+    vl = 0.0
+    with torch.no_grad():
+        for k in range(0, len(va_data), batch_size):
+            inds = np.arange(k, min(k + batch_size, len(va_data)))
+            imgs, lbls = train._get_batch(inds, data=va_data, labels=va_flows)
+            rsc = np.array([diam_va[i] for i in inds]) / net.diam_mean.item()
+            x, y = transforms.random_rotate_and_resize(imgs, Y=lbls, rescale=rsc, scale_range=0.5,
+                                                       xy=(224, 224))[:2]
+            vl += train._loss_fn_seg(y, net(torch.from_numpy(x).to(device))[0], device).item() * len(inds)
+    return vl / len(va_data)
+
+
 def lr_schedule(n_epochs: int, lr: float) -> np.ndarray:
     """Reference shape (linear warm-up over 10 epochs, constant, halving at the end),
     scaled to short runs: the decay covers the last quarter of the epochs."""
@@ -109,19 +144,9 @@ def main():
                             ("nbase", "epochs", "batch_size", "bsize", "lr", "weight_decay", "diam_mean", "val_fraction")}, indent=1))
     nbase = [int(v) for v in str(args.nbase).split(",")]
 
-    tr_names, va_names, (tr_imgs, tr_lbls), (va_imgs, va_lbls) = load_split(Path(args.data), args.val_fraction)
+    tr_names, va_names, (tr_data, tr_flows, diam_tr), (va_data, va_flows, diam_va) = \
+        prepare_split(Path(args.data), args.val_fraction, device)
     log.info(f"train {len(tr_names)} images, held out {len(va_names)}")
-    norm = dict(models.normalize_default)
-    norm["normalize"] = True
-    # Reference preprocessing: grayscale (channels=[0,0]) + percentile normalisation,
-    # label flows by heat diffusion, per-image diameters.
-    (tr_data, tr_flows, _, _, _, diam_tr, va_data, va_flows, _, _, _, diam_va, _) = \
-        train._process_train_test(train_data=tr_imgs, train_labels=tr_lbls,
-                                  test_data=va_imgs, test_labels=va_lbls,
-                                  channels=[0, 0], normalize_params=norm,
-                                  min_train_masks=1, device=device)
-    tr_data = train._reshape_norm(tr_data, channels=[0, 0], normalize_params=norm)
-    va_data = train._reshape_norm(va_data, channels=[0, 0], normalize_params=norm)
 
     net = resnet_torch.CPnet(nbase, 3, 3, diam_mean=args.diam_mean).to(device)
     if args.init and not (args.resume and (out / "last.pth").exists()):
@@ -168,19 +193,7 @@ def main():
             opt.step()
             tl += loss.item() * len(inds)
         tl /= nimg
-        # held-out loss with a fixed seed so epochs are comparable
-        net.eval()
-        np.random.seed(42)
-        vl = 0.0
-        with torch.no_grad():
-            for k in range(0, len(va_data), args.batch_size):
-                inds = np.arange(k, min(k + args.batch_size, len(va_data)))
-                imgs, lbls = train._get_batch(inds, data=va_data, labels=va_flows)
-                rsc = np.array([diam_va[i] for i in inds]) / net.diam_mean.item()
-                x, y = transforms.random_rotate_and_resize(imgs, Y=lbls, rescale=rsc, scale_range=0.5,
-                                                           xy=(224, 224))[:2]
-                vl += train._loss_fn_seg(y, net(torch.from_numpy(x).to(device))[0], device).item() * len(inds)
-        vl /= len(va_data)
+        vl = held_out_loss(net, va_data, va_flows, diam_va, args.batch_size, device)
         history.append({"epoch": ep, "train_loss": tl, "val_loss": vl, "lr": float(sched[ep]),
                         "seconds": time.time() - te})
         log.info(f"epoch {ep} train_loss={tl:.4f} val_loss={vl:.4f} lr={sched[ep]:.5f} {time.time()-te:.0f}s")

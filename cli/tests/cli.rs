@@ -684,6 +684,51 @@ fn eval_refuses_a_3d_ground_truth_and_names_it() {
     );
 }
 
+/// The model a run without `--model` must find (cli/src/model_path.rs `SHIPPED_MODEL`).
+const SHIPPED_INT8: &str = "nuclei_light_int8.onnx";
+
+#[test]
+fn a_run_without_options_uses_the_shipped_int8_model_with_automatic_diameter() {
+    // An image of dsb2018/test; models/results/nuclei_light/rust_int8_auto_diameter.txt
+    // records AP50 0.884 for it (82 annotated nuclei, 12.8 px estimated, 12.8 annotated).
+    let name = "dsb_04acab7636c4cf61";
+    let out = scratch("defaults");
+    let o = Command::new(env!("CARGO_BIN_EXE_cellpose"))
+        .env_remove("CELLPOSE_MODEL")
+        .args([
+            "segment",
+            s(&data(&format!("{name}_img.png"))),
+            "--out",
+            s(&out),
+        ])
+        .output()
+        .expect("the binary runs");
+    let stderr = text(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let used = stderr
+        .lines()
+        .find(|l| l.starts_with("model "))
+        .unwrap_or_else(|| panic!("no model line: {stderr}"));
+    assert!(used.contains(SHIPPED_INT8), "{used}");
+    let stdout = text(&o.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(name))
+        .unwrap_or_else(|| panic!("no result line: {stdout}"));
+    // Automatic diameter, not the model's 23 px: the annotated median is 12.8 px.
+    let diameter: f64 = line
+        .split("diameter ")
+        .nth(1)
+        .and_then(|r| r.split(" px").next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no diameter in {line}"));
+    assert!((diameter - 12.8).abs() < 0.15 * 12.8, "{line}");
+    let pages = read_tiff_pages(&out.join(format!("{name}_img_cp_masks.tif")));
+    let ap = average_precision(&truth(name), &pages[0].3, &[0.5])[0].ap;
+    eprintln!("{used}\n{line}\nAP50 {ap:.3}");
+    assert!(ap > 0.8, "AP50 {ap:.3} with the shipped defaults");
+}
+
 #[test]
 fn info_describes_the_shipped_model() {
     use sha2::Digest;

@@ -7,8 +7,9 @@ one of them, at no cost at inference (the averaged network is an ordinary CPnet)
 batch-norm statistics of an average are not the average of the statistics, so they are
 recomputed here with forward passes over augmented training crops, as in training.
 
-The snapshots are per-epoch copies of a run's `last.pth` (network + optimiser state) in
-`RUN/snapshots/epNNN.pth`; each file's own epoch number is checked against its name. The
+The snapshots are the per-epoch checkpoints `RUN/snapshots/epNNN.pth` that
+`train.py --keep-snapshots` leaves (hard links of each epoch's `last.pth`: network +
+optimiser state); each file's own epoch number is checked against its name. The
 script reports the held-out loss (the same crops and seed as `train.py`'s model selection)
 of the average, so that it is chosen by the same rule as `best.pth`, never by test scores.
 
@@ -51,6 +52,7 @@ def recompute_batch_norm(net, data, flows, diam, batch_size: int, bsize: int, pa
     """Cumulative batch-norm statistics over `passes` passes of augmented training crops
     (the training augmentation and crop size), replacing the running averages."""
     bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: every batch weighs the same
@@ -66,8 +68,8 @@ def recompute_batch_norm(net, data, flows, diam, batch_size: int, bsize: int, pa
                 x = transforms.random_rotate_and_resize(imgs, Y=lbls, rescale=rsc, scale_range=0.5,
                                                         xy=(bsize, bsize))[0]
                 net(torch.from_numpy(x).to(device))
-    for m in bns:
-        m.momentum = 0.1  # the reference value, as saved by training
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
 
 
 def main():

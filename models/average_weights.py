@@ -23,15 +23,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cellpose import resnet_torch, train, transforms
+from cellpose import resnet_torch
 
-from train import DATA, held_out_loss, prepare_split
+from train import DATA, augmented_batch, held_out_loss, prepare_split
 
 
 def average_states(paths: list[Path], expected_epochs: list[int]) -> dict:
     """Element-wise mean of the networks stored in `paths` (floating-point tensors; integer
-    buffers such as batch counters are taken from the last file)."""
-    total, last = None, None
+    buffers, the batch counters that batch-norm recomputation resets anyway, are the first
+    file's)."""
+    total = None
     for p, ep in zip(paths, expected_epochs):
         state = torch.load(p, map_location="cpu", weights_only=False)
         if state["epoch"] != ep:
@@ -43,9 +44,8 @@ def average_states(paths: list[Path], expected_epochs: list[int]) -> dict:
             for k, v in net.items():
                 if v.is_floating_point():
                     total[k] += v.double()
-        last = net
     n = len(paths)
-    return {k: (v / n).float() if v.is_floating_point() else last[k].clone() for k, v in total.items()}
+    return {k: (v / n).float() if v.is_floating_point() else v for k, v in total.items()}
 
 
 def recompute_batch_norm(net, data, flows, diam, batch_size: int, bsize: int, passes: int, device):
@@ -63,10 +63,7 @@ def recompute_batch_norm(net, data, flows, diam, batch_size: int, bsize: int, pa
             perm = np.random.permutation(len(data))
             for k in range(0, len(data), batch_size):
                 inds = perm[k:k + batch_size]
-                imgs, lbls = train._get_batch(inds, data=data, labels=flows)
-                rsc = np.array([diam[i] for i in inds]) / net.diam_mean.item()
-                x = transforms.random_rotate_and_resize(imgs, Y=lbls, rescale=rsc, scale_range=0.5,
-                                                        xy=(bsize, bsize))[0]
+                x = augmented_batch(inds, data, flows, diam, net.diam_mean.item(), bsize)[0]
                 net(torch.from_numpy(x).to(device))
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum

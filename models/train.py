@@ -74,6 +74,17 @@ def prepare_split(data: Path, val_fraction: float, device):
     return tr_names, va_names, (tr_data, tr_flows, diam_tr), (va_data, va_flows, diam_va)
 
 
+def augmented_batch(inds, data, flows, diam, diam_mean: float, bsize: int):
+    """The reference augmentation of images `inds`: each rescaled so its objects have the
+    training diameter (scale range 0.5), randomly rotated, flipped and cropped to `bsize`.
+    Returns network inputs and flow targets."""
+    imgs, lbls = train._get_batch(inds, data=data, labels=flows)
+    rsc = np.array([diam[i] for i in inds]) / diam_mean
+    x, y = transforms.random_rotate_and_resize(imgs, Y=lbls, rescale=rsc, scale_range=0.5,
+                                               xy=(bsize, bsize))[:2]
+    return x, y
+
+
 def held_out_loss(net, va_data, va_flows, diam_va, batch_size: int, device) -> float:
     """Mean loss on one 224-px augmented crop of every held-out image, drawn with a fixed
     seed so that epochs (and checkpoints) are comparable."""
@@ -83,10 +94,7 @@ def held_out_loss(net, va_data, va_flows, diam_va, batch_size: int, device) -> f
     with torch.no_grad():
         for k in range(0, len(va_data), batch_size):
             inds = np.arange(k, min(k + batch_size, len(va_data)))
-            imgs, lbls = train._get_batch(inds, data=va_data, labels=va_flows)
-            rsc = np.array([diam_va[i] for i in inds]) / net.diam_mean.item()
-            x, y = transforms.random_rotate_and_resize(imgs, Y=lbls, rescale=rsc, scale_range=0.5,
-                                                       xy=(224, 224))[:2]
+            x, y = augmented_batch(inds, va_data, va_flows, diam_va, net.diam_mean.item(), 224)
             vl += train._loss_fn_seg(y, net(torch.from_numpy(x).to(device))[0], device).item() * len(inds)
     return vl / len(va_data)
 
@@ -180,10 +188,7 @@ def main():
         tl, te = 0.0, time.time()
         for k in range(0, nimg, args.batch_size):
             inds = perm[k:k + args.batch_size]
-            imgs, lbls = train._get_batch(inds, data=tr_data, labels=tr_flows)
-            rsc = np.array([diam_tr[i] for i in inds]) / net.diam_mean.item()
-            x, y = transforms.random_rotate_and_resize(imgs, Y=lbls, rescale=rsc, scale_range=0.5,
-                                                       xy=(args.bsize, args.bsize))[:2]
+            x, y = augmented_batch(inds, tr_data, tr_flows, diam_tr, net.diam_mean.item(), args.bsize)
             x = torch.from_numpy(x).to(device)
             if args.bf16:
                 x = x.to(memory_format=torch.channels_last)

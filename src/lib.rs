@@ -39,14 +39,14 @@ mod scratch;
 pub mod segmenter;
 pub mod size_model;
 pub mod stitch;
-pub mod tiling;
+pub use network::tiling;
 pub mod volume;
 
 pub use error::{Error, ImageError, ModelError, ParamsError};
 pub use flows::masks_to_flows;
 pub use flows_to_masks::MaskFormation;
 pub use image::{ChannelLayout, ImageView, PixelType};
-pub use model::{Model, ModelInfo};
+pub use model::{Convolution, Model, ModelInfo};
 pub use objects::{ObjectSummary, object_summaries};
 pub use params::{Diameter, Params};
 pub use segmenter::{Segmentation, Segmenter};

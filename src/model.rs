@@ -14,10 +14,32 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::ModelError;
+use crate::network::Isa;
+use crate::network::graph::{Choice, patch_convolutions};
 use crate::size_model::SizeModel;
 
 /// Metadata key prefix written by `models/export.py`.
 const META: &str = "cellpose.";
+
+/// Metadata key (after [`META`]) of an int8 model's activation scales, written by
+/// `models/quantize.py --calibrate`: `NAME=SCALE` pairs separated by commas, one per 3×3
+/// convolution, NAME the ONNX node name of the `Conv`, SCALE the f32 value of u8 code 1 of
+/// its (post-ReLU) input.
+pub const INT8_INPUT_SCALES: &str = "int8.input_scales";
+
+/// Which code runs the network's 3×3 convolutions (about 90 % of its multiply-adds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Convolution {
+    /// The fastest the CPU and the file allow: int8 kernels for an int8 model with calibrated
+    /// activation scales on a CPU with int8 kernels (AVX-512 VNNI), f32 kernels otherwise.
+    #[default]
+    Auto,
+    /// Our f32 kernels, also for an int8 model (its weights dequantized, as tract does).
+    F32,
+    /// tract's own convolution (im2col + matrix multiply): the comparison for tests and
+    /// benchmarks.
+    Tract,
+}
 
 /// What a model file says about itself (ONNX `metadata_props`), with defaults for files
 /// exported by other tools.
@@ -52,6 +74,10 @@ type Plan = Arc<TypedRunnableModel>;
 struct Inner {
     graph: InferenceModel,
     info: ModelInfo,
+    /// Calibrated u8 scale of the input of each 3×3 convolution, by ONNX node name, when the
+    /// file is an int8 model that carries them (see [`INT8_INPUT_SCALES`]).
+    int8_scales: Option<HashMap<String, f32>>,
+    convolution: Convolution,
     plans: Mutex<HashMap<(usize, usize, usize), Plan>>,
 }
 
@@ -174,10 +200,13 @@ impl Model {
             metadata,
         };
         info.size_model = SizeModel::from_metadata(&info.metadata, diam_mean)?;
+        let int8_scales = int8_scales(&info.metadata, quantized_convolutions(&proto))?;
         let model = Model {
             inner: Arc::new(Inner {
                 graph,
                 info,
+                int8_scales,
+                convolution: Convolution::Auto,
                 plans: Mutex::new(HashMap::new()),
             }),
         };
@@ -237,6 +266,31 @@ impl Model {
         })
     }
 
+    /// The same network with its 3×3 convolutions run by `convolution` (a new plan cache;
+    /// the parsed graph is copied).
+    pub fn with_convolution(&self, convolution: Convolution) -> Model {
+        Model {
+            inner: Arc::new(Inner {
+                graph: self.inner.graph.clone(),
+                info: self.inner.info.clone(),
+                int8_scales: self.inner.int8_scales.clone(),
+                convolution,
+                plans: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Which code runs the 3×3 convolutions ([`Model::with_convolution`]).
+    pub fn convolution(&self) -> Convolution {
+        self.inner.convolution
+    }
+
+    /// Whether the file is an int8 model with calibrated activation scales (it then computes
+    /// in int8 on CPUs with int8 kernels, see [`Convolution::Auto`]).
+    pub fn is_int8(&self) -> bool {
+        self.inner.int8_scales.is_some()
+    }
+
     /// What the file says about the model.
     pub fn info(&self) -> &ModelInfo {
         &self.inner.info
@@ -264,6 +318,11 @@ impl Model {
             describe(g.input_outlets().unwrap_or(&[])),
             describe(g.output_outlets().unwrap_or(&[])),
         )
+    }
+
+    #[cfg(test)]
+    pub(crate) fn typed_for_tests(&self, batch: usize, height: usize, width: usize) -> TypedModel {
+        self.typed_for(batch, height, width).expect("typed model")
     }
 
     fn typed_for(
@@ -308,8 +367,27 @@ impl Model {
             width,
             message: format!("{e:#}"),
         };
-        let plan = self
-            .typed_for(batch, height, width)?
+        let mut typed = self.typed_for(batch, height, width)?;
+        if self.inner.convolution != Convolution::Tract {
+            let int8 = match (self.inner.convolution, &self.inner.int8_scales) {
+                (Convolution::Auto, Some(scales)) => Isa::best_i8().map(|isa| (isa, scales)),
+                _ => None,
+            };
+            let choice = Choice {
+                f32_isa: Isa::best_f32(),
+                int8,
+            };
+            let report = patch_convolutions(&mut typed, &choice).map_err(err)?;
+            log::info!(
+                "network {batch}×2×{height}×{width}: 3×3 convolutions int8 ({:?}) {}, f32 ({:?}) {}, left to tract {}",
+                int8.map(|(isa, _)| isa),
+                report.int8_layers,
+                choice.f32_isa,
+                report.f32_layers,
+                report.tract_layers
+            );
+        }
+        let plan = typed
             .into_optimized()
             .map_err(err)?
             .into_runnable()
@@ -322,4 +400,57 @@ impl Model {
             .insert(key, plan.clone());
         Ok(plan)
     }
+}
+
+/// Whether the file stores its convolution weights as int8 (a `DequantizeLinear` feeding a
+/// `Conv`'s weights, as `models/quantize.py` writes them).
+fn quantized_convolutions(proto: &ModelProto) -> bool {
+    let Some(graph) = &proto.graph else {
+        return false;
+    };
+    let dequantized: Vec<&str> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "DequantizeLinear")
+        .filter_map(|n| n.output.first().map(|s| s.as_str()))
+        .collect();
+    graph
+        .node
+        .iter()
+        .any(|n| n.op_type == "Conv" && n.input.get(1).is_some_and(|w| dequantized.contains(&w.as_str())))
+}
+
+/// The calibrated activation scales of an int8 model ([`INT8_INPUT_SCALES`]); `None` for an
+/// f32 model, or an int8 one without them (which then computes in f32, as before).
+fn int8_scales(
+    meta: &[(String, String)],
+    quantized: bool,
+) -> Result<Option<HashMap<String, f32>>, ModelError> {
+    let Some(text) = meta_str(meta, INT8_INPUT_SCALES) else {
+        return Ok(None);
+    };
+    let bad = |reason: String| ModelError::Metadata {
+        key: format!("{META}{INT8_INPUT_SCALES}"),
+        value: if text.len() > 80 { format!("{}…", &text[..text.floor_char_boundary(80)]) } else { text.clone() },
+        reason,
+    };
+    if !quantized {
+        return Err(bad("the file's convolution weights are not int8".into()));
+    }
+    let mut scales = HashMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = pair
+            .rsplit_once('=')
+            .ok_or_else(|| bad(format!("`{pair}` is not NAME=SCALE")))?;
+        match value.trim().parse::<f32>() {
+            Ok(v) if v.is_finite() && v > 0.0 => {
+                scales.insert(name.trim().to_string(), v);
+            }
+            _ => return Err(bad(format!("the scale of `{name}` is not a positive number"))),
+        }
+    }
+    if scales.is_empty() {
+        return Err(bad("no NAME=SCALE pair".into()));
+    }
+    Ok(Some(scales))
 }

@@ -8,7 +8,15 @@ use tract_onnx::prelude::*;
 
 use crate::error::ModelError;
 use crate::model::Model;
-use crate::tiling::{TileBlender, TileGrid};
+use tiling::{TileBlender, TileGrid};
+
+pub(crate) mod conv;
+pub(crate) mod graph;
+pub(crate) mod kernels;
+pub mod tiling;
+
+pub use conv::Precision;
+pub use kernels::Isa;
 
 /// Channels of the network output: dY, dX, cell-probability logit.
 pub const OUT_CHANNELS: usize = 3;

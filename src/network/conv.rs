@@ -1,0 +1,634 @@
+//! The network's convolutions (3×3 with padding 1, which hold ~90 % of a Cellpose U-Net's
+//! multiply-adds, and the 1×1 projections), as a tract op of ours that [`super::graph`]
+//! puts in place of tract's own `Conv`.
+//!
+//! Why: tract lowers a convolution to im2col + matrix multiply, which on this network runs at
+//! about a quarter of the CPU's peak (the im2col expansion dominates at 16 channels), and it
+//! folds an int8 model back to f32. Here the convolution is direct, on a zero-padded copy of
+//! the input, with a register tile of output channels × output pixels
+//! ([`super::kernels`], one SIMD kernel per instruction set chosen at run time), and the
+//! int8 form computes in int8 (u8 activations × i8 weights, i32 sums).
+//!
+//! The batch norm and ReLU in front of a convolution (the network's pre-activation blocks:
+//! `conv(relu(x · scale + shift))`) are applied while the input is copied into the padded
+//! buffer ([`InputStage`]), which saves tract three passes over the tensor and makes the
+//! activations non-negative, as the u8 quantization needs.
+//!
+//! Tensors are N×C×H×W f32 in and out, as tract's `Conv` (reference: `torch.nn.Conv2d` with
+//! `kernel_size=3, padding=1` or `kernel_size=1`).
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use tract_core::internal::*;
+use tract_linalg::multithread::Executor;
+
+use super::kernels::{F32Block, I8Block, Isa, KernelShape, OutPlanes, Span};
+
+/// Output rows per unit of work: rows of one unit share their padded input rows in cache
+/// across every output-channel block, and units are spread over the executor's threads.
+const ROWS_PER_UNIT: usize = 4;
+
+/// Largest u8 code of an activation (zero point 0).
+const U8_MAX: f32 = 255.0;
+/// Largest magnitude of an int8 weight code (symmetric, as `models/quantize.py`).
+const I8_MAX: f32 = 127.0;
+
+/// What is applied to the input, per channel, before the convolution:
+/// `relu(x · scale[c] + shift[c])` (each part optional), in that order and without a fused
+/// multiply-add, so the values are those tract's `Mul`, `Add` and `Max` would have made.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InputStage {
+    pub scale: Option<Vec<f32>>,
+    pub shift: Option<Vec<f32>>,
+    pub relu: bool,
+}
+
+impl InputStage {
+    /// Writes `stage(row)` (channel `c`) to `dst`. A missing scale is 1 and a missing shift
+    /// 0, which give the same values (`x · 1 + 0 = x`, up to the sign of a zero), so each row
+    /// is one branch-free loop the compiler vectorises.
+    #[inline]
+    fn apply_row(&self, c: usize, row: &[f32], dst: &mut [f32]) {
+        let s = self.scale.as_ref().map_or(1.0, |v| v[c]);
+        let t = self.shift.as_ref().map_or(0.0, |v| v[c]);
+        if self.relu {
+            for (d, x) in dst.iter_mut().zip(row) {
+                *d = (*x * s + t).max(0.0);
+            }
+        } else {
+            for (d, x) in dst.iter_mut().zip(row) {
+                *d = *x * s + t;
+            }
+        }
+    }
+
+    fn is_identity(&self) -> bool {
+        self.scale.is_none() && self.shift.is_none() && !self.relu
+    }
+}
+
+/// f32 weights packed for one instruction set.
+struct PackedF32 {
+    isa: Isa,
+    shape: KernelShape,
+    /// `[cout / ocb][cin][ks²][ocb]`, output channels padded with zeros to a multiple of `ocb`.
+    weights: Vec<f32>,
+    /// `[cout / ocb][ocb]`.
+    bias: Vec<f32>,
+}
+
+/// int8 weights packed for one instruction set, with the calibrated input scale.
+struct PackedI8 {
+    isa: Isa,
+    shape: KernelShape,
+    /// Input channels / 4, rounded up.
+    groups: usize,
+    /// `[cout / ocb][groups][9][ocb][4]`.
+    weights: Vec<i8>,
+    /// `[cout / ocb][ocb]`: input scale × the output channel's weight scale.
+    scale: Vec<f32>,
+    bias: Vec<f32>,
+    /// f32 activation = u8 code × `input_scale`.
+    input_scale: f32,
+}
+
+/// The precision a [`DirectConv`] computes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    Int8,
+}
+
+/// A stride-1 convolution, 3×3 with padding 1 or 1×1, with its weights packed once, at load
+/// time.
+pub struct DirectConv {
+    cin: usize,
+    cout: usize,
+    /// Kernel side, 3 or 1; the padding is `ks / 2`.
+    ks: usize,
+    input: InputStage,
+    f32: PackedF32,
+    i8: Option<PackedI8>,
+}
+
+impl std::fmt::Debug for DirectConv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DirectConv({k}×{k} {}→{}, input scale {} shift {} relu {}, {:?} on {:?})",
+            self.cin,
+            self.cout,
+            self.input.scale.is_some(),
+            self.input.shift.is_some(),
+            self.input.relu,
+            self.precision(),
+            self.isa(),
+            k = self.ks
+        )
+    }
+}
+
+impl DirectConv {
+    /// Packs `weights` (`cout × cin × ks × ks`, PyTorch/ONNX OIHW order) and `bias` (`cout`)
+    /// for the f32 kernel of `isa`; `input` is applied to the input first.
+    pub fn new_f32(
+        weights: &[f32],
+        bias: &[f32],
+        (cin, cout, ks): (usize, usize, usize),
+        input: InputStage,
+        isa: Isa,
+    ) -> TractResult<DirectConv> {
+        ensure!(cin > 0 && cout > 0, "empty convolution {cin}→{cout}");
+        ensure!(ks == 1 || ks == 3, "{ks}×{ks} convolution: only 1×1 and 3×3 are direct");
+        let taps = ks * ks;
+        ensure!(
+            weights.len() == cout * cin * taps && bias.len() == cout,
+            "{ks}×{ks} convolution {cin}→{cout}: {} weights and {} biases",
+            weights.len(),
+            bias.len()
+        );
+        for v in [&input.scale, &input.shift].into_iter().flatten() {
+            ensure!(v.len() == cin, "input stage of {} values for {cin} channels", v.len());
+        }
+        let shape = isa.f32_shape();
+        let ocb = shape.ocb;
+        let blocks = cout.div_ceil(ocb);
+        let mut packed = vec![0f32; blocks * cin * taps * ocb];
+        let mut pbias = vec![0f32; blocks * ocb];
+        for o in 0..cout {
+            let (blk, oo) = (o / ocb, o % ocb);
+            pbias[o] = bias[o];
+            for ic in 0..cin {
+                for t in 0..taps {
+                    packed[((blk * cin + ic) * taps + t) * ocb + oo] =
+                        weights[(o * cin + ic) * taps + t];
+                }
+            }
+        }
+        Ok(DirectConv {
+            cin,
+            cout,
+            ks,
+            input,
+            f32: PackedF32 { isa, shape, weights: packed, bias: pbias },
+            i8: None,
+        })
+    }
+
+    /// Adds the int8 form (3×3 only): weights quantized per output channel (scale =
+    /// max |w| / 127, as `models/quantize.py`, so an int8 model's weights come back exactly),
+    /// activations as u8 codes of `input_scale`. Needs a ReLU in the input stage (u8 codes
+    /// have no negative values).
+    pub fn with_int8(mut self, weights: &[f32], input_scale: f32, isa: Isa) -> TractResult<DirectConv> {
+        ensure!(self.ks == 3, "int8 is for 3×3 convolutions");
+        ensure!(self.input.relu, "int8 needs a non-negative (ReLU) input");
+        ensure!(
+            input_scale.is_finite() && input_scale > 0.0,
+            "int8 input scale {input_scale} is not a positive number"
+        );
+        let (cin, cout) = (self.cin, self.cout);
+        ensure!(weights.len() == cout * cin * 9);
+        let shape = isa.i8_shape();
+        let ocb = shape.ocb;
+        let blocks = cout.div_ceil(ocb);
+        let groups = cin.div_ceil(4);
+        let mut packed = vec![0i8; blocks * groups * 9 * ocb * 4];
+        let mut scale = vec![0f32; blocks * ocb];
+        let mut bias = vec![0f32; blocks * ocb];
+        for o in 0..cout {
+            let w = &weights[o * cin * 9..(o + 1) * cin * 9];
+            let max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let ws = if max > 0.0 { max / I8_MAX } else { 1.0 };
+            let (blk, oo) = (o / ocb, o % ocb);
+            scale[o] = ws * input_scale;
+            // The f32 biases are packed by output channel, padded at the end only.
+            bias[o] = self.f32.bias[o];
+            for ic in 0..cin {
+                let (g, c) = (ic / 4, ic % 4);
+                for t in 0..9 {
+                    let q = (w[ic * 9 + t] / ws).round().clamp(-I8_MAX, I8_MAX) as i8;
+                    packed[((((blk * groups + g) * 9) + t) * ocb + oo) * 4 + c] = q;
+                }
+            }
+        }
+        self.i8 = Some(PackedI8 { isa, shape, groups, weights: packed, scale, bias, input_scale });
+        Ok(self)
+    }
+
+    /// The precision [`DirectConv::forward`] computes in.
+    pub fn precision(&self) -> Precision {
+        if self.i8.is_some() { Precision::Int8 } else { Precision::F32 }
+    }
+
+    /// The instruction set of the kernel [`DirectConv::forward`] runs.
+    pub fn isa(&self) -> Isa {
+        match &self.i8 {
+            Some(q) => q.isa,
+            None => self.f32.isa,
+        }
+    }
+
+    /// Multiply-adds of one image of `height × width`.
+    pub fn multiply_adds(&self, height: usize, width: usize) -> usize {
+        self.cin * self.cout * self.ks * self.ks * height * width
+    }
+
+    /// Convolves `input` (`n × cin × height × width`) into `out` (`n × cout × height ×
+    /// width`), on the threads of `executor`.
+    pub fn forward(
+        &self,
+        input: &[f32],
+        (n, height, width): (usize, usize, usize),
+        out: &mut [f32],
+        executor: &Executor,
+    ) -> TractResult<()> {
+        let (cin, cout) = (self.cin, self.cout);
+        let hw = height * width;
+        ensure!(
+            input.len() == n * cin * hw && out.len() == n * cout * hw,
+            "convolution {cin}→{cout} on {n}×{height}×{width}: {} inputs, {} outputs",
+            input.len(),
+            out.len()
+        );
+        if hw == 0 {
+            return Ok(());
+        }
+        for b in 0..n {
+            let src = &input[b * cin * hw..(b + 1) * cin * hw];
+            let dst = &mut out[b * cout * hw..(b + 1) * cout * hw];
+            match &self.i8 {
+                Some(q) => self.forward_i8(q, src, height, width, dst, executor),
+                None => self.forward_f32(src, height, width, dst, executor),
+            }
+        }
+        Ok(())
+    }
+
+    fn forward_f32(&self, src: &[f32], height: usize, width: usize, dst: &mut [f32], ex: &Executor) {
+        let p = &self.f32;
+        let geo = Geometry::new(height, width, self.ks / 2, p.shape);
+        PADDED_F32.with_borrow_mut(|buffer| {
+            let padded = geo.pad_f32(src, self.cin, &self.input, buffer, ex);
+            let out = SharedOut(dst.as_mut_ptr());
+            let ocb = p.shape.ocb;
+            let wlen = self.cin * self.ks * self.ks * ocb;
+            let run_unit = |unit: usize| {
+                let (y0, y1) = geo.unit_rows(unit);
+                for blk in 0..self.cout.div_ceil(ocb) {
+                    let block = F32Block {
+                        input: padded,
+                        plane: geo.plane,
+                        pw: geo.pw,
+                        cin: self.cin,
+                        ks: self.ks,
+                        weights: &p.weights[blk * wlen..(blk + 1) * wlen],
+                        bias: &p.bias[blk * ocb..(blk + 1) * ocb],
+                    };
+                    let planes = OutPlanes {
+                        // SAFETY: `blk · ocb < cout`, so this is inside the output image.
+                        out: unsafe { out.at(blk * ocb * geo.hw) },
+                        out_plane: geo.hw,
+                        oc_valid: (self.cout - blk * ocb).min(ocb),
+                    };
+                    geo.for_span_groups(y0, y1, |spans| {
+                        // SAFETY: `p.isa` came from `Isa::available_f32` (see `graph`), the
+                        // padded buffer has `Geometry`'s layout for this kernel shape, and the
+                        // spans of rows `y0..y1` are written by this unit only.
+                        unsafe { p.isa.conv_f32(&block, spans, planes) }
+                    });
+                }
+            };
+            run_units(ex, geo.units(), &run_unit);
+        });
+    }
+
+    fn forward_i8(
+        &self,
+        q: &PackedI8,
+        src: &[f32],
+        height: usize,
+        width: usize,
+        dst: &mut [f32],
+        ex: &Executor,
+    ) {
+        let geo = Geometry::new(height, width, 1, q.shape);
+        PADDED_U8.with_borrow_mut(|buffer| {
+            let padded = geo.pad_u8(src, self.cin, q.groups, &self.input, 1.0 / q.input_scale, buffer, ex);
+            let out = SharedOut(dst.as_mut_ptr());
+            let ocb = q.shape.ocb;
+            let wlen = q.groups * 9 * ocb * 4;
+            let run_unit = |unit: usize| {
+                let (y0, y1) = geo.unit_rows(unit);
+                for blk in 0..self.cout.div_ceil(ocb) {
+                    let block = I8Block {
+                        input: padded,
+                        plane: geo.plane,
+                        pw: geo.pw,
+                        groups: q.groups,
+                        weights: &q.weights[blk * wlen..(blk + 1) * wlen],
+                        scale: &q.scale[blk * ocb..(blk + 1) * ocb],
+                        bias: &q.bias[blk * ocb..(blk + 1) * ocb],
+                    };
+                    let planes = OutPlanes {
+                        // SAFETY: `blk · ocb < cout`, so this is inside the output image.
+                        out: unsafe { out.at(blk * ocb * geo.hw) },
+                        out_plane: geo.hw,
+                        oc_valid: (self.cout - blk * ocb).min(ocb),
+                    };
+                    geo.for_span_groups(y0, y1, |spans| {
+                        // SAFETY: as in `forward_f32`, for `Isa::available_i8` and the
+                        // four-channel u8 layout `pad_u8` wrote.
+                        unsafe { q.isa.conv_i8(&block, spans, planes) }
+                    });
+                }
+            };
+            run_units(ex, geo.units(), &run_unit);
+        });
+    }
+}
+
+thread_local! {
+    /// The padded input of the convolution running on this thread (reused, so that the
+    /// library allocates nothing per layer once it has seen the largest one).
+    static PADDED_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PADDED_U8: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The output image, written by several threads at disjoint rows.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: each unit of work writes only the output rows it owns (`Geometry::unit_rows`), so
+// sharing the pointer between the executor's threads creates no overlapping writes; the
+// borrow it comes from outlives `run_units`, which joins every thread before returning.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `offset` is inside the output image.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: forwarded.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// Runs `units` units of work on the executor's threads (in order on one thread otherwise).
+fn run_units(ex: &Executor, units: usize, run: &(dyn Fn(usize) + Sync)) {
+    match ex {
+        Executor::MultiThread(pool) if units > 1 => {
+            pool.install(|| (0..units).into_par_iter().for_each(run))
+        }
+        Executor::RayonGlobal if units > 1 => (0..units).into_par_iter().for_each(run),
+        _ => (0..units).for_each(run),
+    }
+}
+
+/// Runs `f(index, chunk)` on each `len`-long chunk of `data`, on the executor's threads.
+fn for_planes<T: Send>(ex: &Executor, data: &mut [T], len: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
+    match ex {
+        Executor::MultiThread(pool) => {
+            pool.install(|| data.par_chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c)))
+        }
+        Executor::RayonGlobal => data.par_chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c)),
+        _ => data.chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c)),
+    }
+}
+
+/// The padded layout of one image for one kernel shape.
+struct Geometry {
+    height: usize,
+    width: usize,
+    hw: usize,
+    /// Zero border on each side (1 for 3×3, 0 for 1×1).
+    pad: usize,
+    lanes: usize,
+    max_spans: usize,
+    /// Vectors per output row.
+    vectors: usize,
+    /// Padded row length (pixels), `vectors · lanes + 2 · pad`: every full vector of every
+    /// tap stays inside the plane.
+    pw: usize,
+    /// Padded plane length (pixels): `(height + 2 · pad) · pw`.
+    plane: usize,
+}
+
+impl Geometry {
+    fn new(height: usize, width: usize, pad: usize, shape: KernelShape) -> Geometry {
+        let vectors = width.div_ceil(shape.lanes);
+        let pw = vectors * shape.lanes + 2 * pad;
+        Geometry {
+            height,
+            width,
+            hw: height * width,
+            pad,
+            lanes: shape.lanes,
+            max_spans: shape.max_spans,
+            vectors,
+            pw,
+            plane: (height + 2 * pad) * pw,
+        }
+    }
+
+    fn units(&self) -> usize {
+        self.height.div_ceil(ROWS_PER_UNIT)
+    }
+
+    fn unit_rows(&self, unit: usize) -> (usize, usize) {
+        let y0 = unit * ROWS_PER_UNIT;
+        (y0, (y0 + ROWS_PER_UNIT).min(self.height))
+    }
+
+    /// Calls `f` with the output vectors of rows `y0..y1` in groups of at most `max_spans`
+    /// (a group may run from the end of one row into the next).
+    fn for_span_groups(&self, y0: usize, y1: usize, mut f: impl FnMut(&[Span])) {
+        let mut group = [Span::default(); 4];
+        let max = self.max_spans.min(group.len());
+        let mut len = 0;
+        for y in y0..y1 {
+            for v in 0..self.vectors {
+                let x = v * self.lanes;
+                group[len] = Span {
+                    input: y * self.pw + x,
+                    output: y * self.width + x,
+                    lanes: self.lanes.min(self.width - x),
+                };
+                len += 1;
+                if len == max {
+                    f(&group[..len]);
+                    len = 0;
+                }
+            }
+        }
+        if len > 0 {
+            f(&group[..len]);
+        }
+    }
+
+    /// Writes one padded plane row by row: `row(y, dst)` fills the `width` (× `depth`) data
+    /// values of image row `y`; the borders are zeroed.
+    fn fill_plane<T: Copy + Default>(&self, plane: &mut [T], depth: usize, mut row: impl FnMut(usize, &mut [T])) {
+        let (p, pw) = (self.pad, self.pw * depth);
+        let zero = T::default();
+        plane[..p * pw].fill(zero);
+        plane[(self.height + p) * pw..].fill(zero);
+        for y in 0..self.height {
+            let r = &mut plane[(y + p) * pw..(y + p + 1) * pw];
+            r[..p * depth].fill(zero);
+            r[(p + self.width) * depth..].fill(zero);
+            row(y, &mut r[p * depth..(p + self.width) * depth]);
+        }
+    }
+
+    /// Copies `stage(src)` (`cin × height × width`) into the padded planes (`cin` planes of
+    /// this layout) held in `buffer`, grown as needed, and returns them.
+    fn pad_f32<'a>(
+        &self,
+        src: &[f32],
+        cin: usize,
+        stage: &InputStage,
+        buffer: &'a mut Vec<f32>,
+        ex: &Executor,
+    ) -> &'a [f32] {
+        let (h, w) = (self.height, self.width);
+        if buffer.len() < cin * self.plane {
+            buffer.resize(cin * self.plane, 0.0);
+        }
+        let padded = &mut buffer[..cin * self.plane];
+        for_planes(ex, padded, self.plane, &|c, plane| {
+            self.fill_plane(plane, 1, |y, dst| {
+                let row = &src[(c * h + y) * w..(c * h + y + 1) * w];
+                if stage.is_identity() {
+                    dst.copy_from_slice(row);
+                } else {
+                    stage.apply_row(c, row, dst);
+                }
+            });
+        });
+        padded
+    }
+
+    /// Quantizes `stage(src)` (`cin × height × width`, non-negative after the stage's ReLU)
+    /// to u8 codes `round(x · inv_scale)` (saturating at 255, NaN to 0) into the padded
+    /// planes held in `buffer`: `groups` planes of this layout, each pixel four consecutive
+    /// channels, zero channels past `cin`.
+    #[allow(clippy::too_many_arguments)]
+    fn pad_u8<'a>(
+        &self,
+        src: &[f32],
+        cin: usize,
+        groups: usize,
+        stage: &InputStage,
+        inv_scale: f32,
+        buffer: &'a mut Vec<u8>,
+        ex: &Executor,
+    ) -> &'a [u8] {
+        let (h, w) = (self.height, self.width);
+        let len = groups * self.plane * 4;
+        if buffer.len() < len {
+            buffer.resize(len, 0);
+        }
+        let padded = &mut buffer[..len];
+        let code = |x: f32| -> u8 {
+            // `as` saturates and sends NaN to 0; x ≥ 0 after the ReLU, so + 0.5 rounds.
+            ((x.max(0.0) * inv_scale).min(U8_MAX) + 0.5) as u8
+        };
+        for_planes(ex, padded, self.plane * 4, &|g, plane| {
+            // One row of the four channels after the stage, then interleaved as codes.
+            let mut staged = [[0f32; 64]; 4];
+            self.fill_plane(plane, 4, |y, dst| {
+                for (x0, pixels) in (0..w).step_by(64).zip(dst.chunks_mut(4 * 64)) {
+                    let n = (w - x0).min(64);
+                    for (c, st) in staged.iter_mut().enumerate() {
+                        let ch = 4 * g + c;
+                        if ch < cin {
+                            let row = &src[(ch * h + y) * w + x0..(ch * h + y) * w + x0 + n];
+                            stage.apply_row(ch, row, &mut st[..n]);
+                        } else {
+                            st[..n].fill(0.0);
+                        }
+                    }
+                    for (i, d) in pixels.chunks_exact_mut(4).enumerate() {
+                        for c in 0..4 {
+                            d[c] = code(staged[c][i]);
+                        }
+                    }
+                }
+            });
+        });
+        padded
+    }
+}
+
+/// The tract op around a [`DirectConv`]: one N×C×H×W f32 input, one output.
+#[derive(Debug, Clone)]
+pub struct DirectConvOp(pub Arc<DirectConv>);
+
+impl PartialEq for DirectConvOp {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for DirectConvOp {}
+
+impl Op for DirectConvOp {
+    fn name(&self) -> StaticName {
+        "CellposeDirectConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("{:?}", self.0)])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for DirectConvOp {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = &inputs[0];
+        let shape = input.shape();
+        ensure!(
+            shape.len() == 4 && shape[1] == self.0.cin,
+            "convolution {}→{} given an input of shape {shape:?}",
+            self.0.cin,
+            self.0.cout
+        );
+        let (n, h, w) = (shape[0], shape[2], shape[3]);
+        let src = input.try_as_plain_ram()?.as_slice::<f32>()?;
+        // SAFETY: every value of the output is written by `forward` (every output channel
+        // of every row of every image) before the tensor is read.
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&[n, self.0.cout, h, w])? };
+        {
+            let mut view = out.try_as_plain_ram_mut()?;
+            let dst = view.as_slice_mut::<f32>()?;
+            let ex = tract_linalg::multithread::current_tract_executor();
+            self.0.forward(src, (n, h, w), dst, &ex)?;
+        }
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for DirectConvOp {
+    as_op!();
+
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let s = &inputs[0].shape;
+        ensure!(s.rank() == 4, "convolution on a rank-{} input", s.rank());
+        Ok(tvec!(f32::fact([s[0].clone(), self.0.cout.to_dim(), s[2].clone(), s[3].clone()])))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let s = &inputs[0].shape;
+        let points = s[0].clone() * s[2].clone() * s[3].clone();
+        let dt = match self.0.precision() {
+            Precision::F32 => f32::datum_type(),
+            Precision::Int8 => i8::datum_type(),
+        };
+        Ok(tvec!((Cost::FMA(dt), points * (self.0.cin * self.0.cout * self.0.ks * self.0.ks))))
+    }
+}

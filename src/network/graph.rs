@@ -1,0 +1,248 @@
+//! The model patch that gives tract our convolution: every stride-1 3×3 (padding 1) and 1×1
+//! `Conv` of the typed graph becomes a [`DirectConvOp`] holding its weights packed once, with
+//! the batch norm and ReLU in front of it (tract's `Mul`, `Add` and `Max(x, 0)` with
+//! per-channel constants) folded into the op's input copy.
+//!
+//! It runs on the typed graph before tract's decluttering, while every convolution is still a
+//! `Conv` (decluttering turns 1×1 ones into matrix products and folds the style features of
+//! the upsampling blocks into biases); tract then optimises the rest and drops the batch-norm
+//! and ReLU nodes that nobody reads any more.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tract_core::internal::*;
+use tract_core::ops::binary::TypedBinOp;
+use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+use tract_core::ops::math::{Add, Max, Mul};
+use tract_core::ops::nn::DataFormat;
+
+use super::conv::{DirectConv, DirectConvOp, InputStage, Precision};
+use super::kernels::Isa;
+
+/// What the patch may use.
+pub(crate) struct Choice<'a> {
+    /// The f32 kernel set (also the fallback of layers without an int8 form).
+    pub f32_isa: Isa,
+    /// The int8 kernel set and the calibrated input scale of each 3×3 convolution, by the
+    /// ONNX node name of the `Conv`; `None` computes everything in f32.
+    pub int8: Option<(Isa, &'a HashMap<String, f32>)>,
+}
+
+/// What the patch did, for the log and for tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Report {
+    pub f32_layers: usize,
+    pub int8_layers: usize,
+    /// Convolutions left to tract (other kernel sizes, strides, groups, …).
+    pub tract_layers: usize,
+}
+
+/// Replaces the convolutions of `model` as `choice` allows.
+pub(crate) fn patch_convolutions(model: &mut TypedModel, choice: &Choice) -> TractResult<Report> {
+    let mut report = Report::default();
+    let convs: Vec<usize> =
+        model.eval_order()?.into_iter().filter(|&id| model.node(id).op_is::<Conv>()).collect();
+    for id in convs {
+        let Some((wire, conv)) = replacement(model, id, choice)? else {
+            report.tract_layers += 1;
+            continue;
+        };
+        match conv.precision() {
+            Precision::F32 => report.f32_layers += 1,
+            Precision::Int8 => report.int8_layers += 1,
+        }
+        let name = format!("{}.direct", model.node(id).name);
+        let mut patch = TypedModelPatch::default();
+        let tap = patch.tap_model(model, wire)?;
+        let out = patch.wire_node(name, DirectConvOp(Arc::new(conv)), &[tap])?;
+        patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
+        patch.obliterate(id)?;
+        patch.apply(model)?;
+    }
+    Ok(report)
+}
+
+/// The op for node `id` and the wire it reads, when the node is a convolution we run.
+fn replacement(
+    model: &TypedModel,
+    id: usize,
+    choice: &Choice,
+) -> TractResult<Option<(OutletId, DirectConv)>> {
+    let node = model.node(id);
+    let Some(op) = node.op_as::<Conv>() else {
+        return Ok(None);
+    };
+    let spec = &op.pool_spec;
+    let ks = match spec.kernel_shape.as_slice() {
+        [3, 3] => 3,
+        [1, 1] => 1,
+        _ => return Ok(None),
+    };
+    let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&d| d == 1));
+    let padded = |p: usize| match &spec.padding {
+        PaddingSpec::Explicit(b, a) | PaddingSpec::ExplicitOnnxPool(b, a, _) => {
+            b.len() == 2 && b.iter().chain(a.iter()).all(|&q| q == p)
+        }
+        PaddingSpec::Valid => p == 0,
+        _ => false,
+    };
+    if op.q_params.is_some()
+        || op.group != 1
+        || op.kernel_fmt != KernelFormat::OIHW
+        || spec.data_format != DataFormat::NCHW
+        || !ones(&spec.strides)
+        || !ones(&spec.dilations)
+        || !padded(ks / 2)
+        || node.inputs.len() != 3
+    {
+        return Ok(None);
+    }
+    let input = model.outlet_fact(node.inputs[0])?;
+    if input.datum_type != f32::datum_type() || input.rank() != 4 {
+        return Ok(None);
+    }
+    let (cin, cout) = (op.input_channels(), op.output_channels());
+    let (Some(weights), Some(bias)) =
+        (constant_f32(model, node.inputs[1]), constant_f32(model, node.inputs[2]))
+    else {
+        return Ok(None);
+    };
+    if weights.len() != cout * cin * ks * ks {
+        return Ok(None);
+    }
+    let bias = match bias.as_slice() {
+        [b] => vec![*b; cout],
+        b if b.len() == cout => b.to_vec(),
+        _ => return Ok(None),
+    };
+    let (wire, stage) = input_stage(model, node.inputs[0], cin);
+    let relu = stage.relu;
+    let mut conv = DirectConv::new_f32(&weights, &bias, (cin, cout, ks), stage, choice.f32_isa)?;
+    if let Some((isa, scales)) = choice.int8
+        && ks == 3
+        && relu
+        && let Some(&scale) = scales.get(&node.name)
+    {
+        conv = conv.with_int8(&weights, scale, isa)?;
+    }
+    Ok(Some((wire, conv)))
+}
+
+/// The value of `outlet` when it is a constant, or computed from constants only (the
+/// `Cast` of a bias, the `DequantizeLinear` of int8 weights), as f32.
+fn constant_f32(model: &TypedModel, outlet: OutletId) -> Option<Vec<f32>> {
+    let t = constant(model, outlet, 8)?;
+    let t = t.cast_to::<f32>().ok()?;
+    Some(t.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec())
+}
+
+fn constant(model: &TypedModel, outlet: OutletId, depth: usize) -> Option<Arc<Tensor>> {
+    let fact = model.outlet_fact(outlet).ok()?;
+    if let Some(k) = &fact.konst {
+        return Some(k.clone());
+    }
+    let node = model.node(outlet.node);
+    if depth == 0 || node.inputs.is_empty() {
+        return None;
+    }
+    let inputs: TVec<TValue> = node
+        .inputs
+        .iter()
+        .map(|i| constant(model, *i, depth - 1).map(|t| t.into_tvalue()))
+        .collect::<Option<_>>()?;
+    let outputs = node.op.eval_out_of_plan(inputs).ok()??;
+    outputs.get(outlet.slot).map(|v| v.clone().into_arc_tensor())
+}
+
+/// Walks back from a convolution's input through `Max(·, 0)`, then `Add(·, shift)`, then
+/// `Mul(·, scale)` with per-channel constants (a batch norm and a ReLU), and returns the wire
+/// before them and the stage that replaces them.
+fn input_stage(model: &TypedModel, mut wire: OutletId, cin: usize) -> (OutletId, InputStage) {
+    let mut stage = InputStage::default();
+    if let Some((x, k)) = binary_with_constant::<Max>(model, wire, cin)
+        && k.iter().all(|v| *v == 0.0)
+    {
+        stage.relu = true;
+        wire = x;
+    }
+    if let Some((x, k)) = binary_with_constant::<Add>(model, wire, cin) {
+        stage.shift = Some(k);
+        wire = x;
+    }
+    if let Some((x, k)) = binary_with_constant::<Mul>(model, wire, cin) {
+        stage.scale = Some(k);
+        wire = x;
+    }
+    (wire, stage)
+}
+
+/// When `outlet` is `op(x, k)` or `op(k, x)` with `k` a constant of one value or of one value
+/// per channel (shape `[1, C, 1, 1]` or `[C, 1, 1]`) and `x` of the output's shape: `x` and
+/// `k` as `cin` values.
+fn binary_with_constant<B: tract_core::ops::binary::BinMiniOp>(
+    model: &TypedModel,
+    outlet: OutletId,
+    cin: usize,
+) -> Option<(OutletId, Vec<f32>)> {
+    let node = model.node(outlet.node);
+    let bin = node.op_as::<TypedBinOp>()?;
+    if !bin.0.is::<B>() || node.inputs.len() != 2 || outlet.slot != 0 {
+        return None;
+    }
+    let out_shape = model.outlet_fact(outlet).ok()?.shape.clone();
+    for (x, k) in [(node.inputs[0], node.inputs[1]), (node.inputs[1], node.inputs[0])] {
+        if model.outlet_fact(x).ok()?.shape != out_shape || model.outlet_fact(x).ok()?.datum_type != f32::datum_type() {
+            continue;
+        }
+        let kfact = model.outlet_fact(k).ok()?;
+        let Some(values) = constant_f32(model, k) else {
+            continue;
+        };
+        let dims: Vec<usize> = kfact.shape.as_concrete()?.to_vec();
+        let per_channel = match dims.as_slice() {
+            d if d.iter().all(|&v| v == 1) => true,
+            [1, c, 1, 1] | [c, 1, 1] => *c == cin,
+            _ => false,
+        };
+        if !per_channel {
+            continue;
+        }
+        let values = if values.len() == 1 { vec![values[0]; cin] } else { values };
+        return Some((x, values));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Model;
+
+    #[test]
+    fn every_convolution_of_the_shipped_models_is_replaced_with_its_batch_norm_and_relu() {
+        for file in ["models/nuclei_light.onnx", "models/nuclei_light_int8.onnx"] {
+            let model = Model::load(file).unwrap();
+            let mut typed = model.typed_for_tests(1, 64, 64);
+            let choice = Choice { f32_isa: Isa::Scalar, int8: None };
+            let report = patch_convolutions(&mut typed, &choice).unwrap();
+            assert_eq!(report, Report { f32_layers: 41, int8_layers: 0, tract_layers: 0 }, "{file}");
+            let typed = typed.into_decluttered().unwrap();
+            let mut relus = 0;
+            let mut fused = 0;
+            for id in typed.eval_order().unwrap() {
+                let n = typed.node(id);
+                if let Some(bin) = n.op_as::<TypedBinOp>() && bin.0.is::<Max>() {
+                    relus += 1;
+                }
+                if let Some(c) = n.op_as::<DirectConvOp>() && c.0.precision() == Precision::F32 {
+                    fused += format!("{:?}", c.0).contains("relu true") as usize;
+                }
+            }
+            // The ReLUs left are the ones after the first 3×3 convolution of a block whose
+            // output is also read elsewhere; every 3×3 convolution reads through one.
+            assert_eq!(fused, 32 + 1, "{file}: 3×3 convolutions and the output 1×1 with a ReLU");
+            assert_eq!(relus, 0, "{file}: ReLU nodes left in the graph");
+        }
+    }
+}

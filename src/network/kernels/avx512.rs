@@ -1,0 +1,162 @@
+//! AVX-512 kernels (x86-64): f32 with FMA, int8 with VNNI `vpdpbusd`.
+//!
+//! Register tile: 8 output channels × 3 vectors of 16 pixels = 24 of the 32 zmm registers
+//! as accumulators, 3 for the input vectors, 1 for the broadcast weight. Per input channel
+//! and tap: 3 loads, 8 broadcasts, 24 FMAs (or 24 `vpdpbusd`, each four channels deep).
+
+use std::arch::x86_64::*;
+
+use super::{F32Block, I8Block, KernelShape, OutPlanes, Span};
+
+const OCB: usize = 8;
+const LANES: usize = 16;
+
+pub(crate) const F32_SHAPE: KernelShape = KernelShape {
+    ocb: OCB,
+    lanes: LANES,
+    max_spans: 3,
+};
+
+pub(crate) const I8_SHAPE: KernelShape = KernelShape {
+    ocb: OCB,
+    lanes: LANES,
+    max_spans: 3,
+};
+
+fn lane_mask(lanes: usize) -> __mmask16 {
+    if lanes >= LANES {
+        0xffff
+    } else {
+        ((1u32 << lanes) - 1) as __mmask16
+    }
+}
+
+/// # Safety
+/// See [`super::Isa::conv_f32`] (AVX-512F present).
+pub(crate) unsafe fn conv_f32(b: &F32Block, spans: &[Span], out: OutPlanes) {
+    // SAFETY: forwarded; the length selects the instantiation with that many vectors.
+    unsafe {
+        match (spans.len(), b.ks) {
+            (0, _) => {}
+            (1, 1) => f32_tile::<1, 1>(b, spans, out),
+            (2, 1) => f32_tile::<2, 1>(b, spans, out),
+            (_, 1) => f32_tile::<3, 1>(b, &spans[..3], out),
+            (1, _) => f32_tile::<1, 3>(b, spans, out),
+            (2, _) => f32_tile::<2, 3>(b, spans, out),
+            (_, _) => f32_tile::<3, 3>(b, &spans[..3], out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn f32_tile<const NV: usize, const KS: usize>(b: &F32Block, spans: &[Span], out: OutPlanes) {
+    debug_assert!(b.ks == KS && b.weights.len() >= b.cin * KS * KS * OCB && b.bias.len() >= OCB);
+    let mut acc = [[_mm512_setzero_ps(); NV]; OCB];
+    for (o, row) in acc.iter_mut().enumerate() {
+        let bias = _mm512_set1_ps(b.bias[o]);
+        for a in row.iter_mut() {
+            *a = bias;
+        }
+    }
+    let mut start = [0usize; NV];
+    for (s, span) in start.iter_mut().zip(spans) {
+        *s = span.input;
+    }
+    let input = b.input.as_ptr();
+    let mut w = b.weights.as_ptr();
+    for ic in 0..b.cin {
+        // SAFETY (whole loop body): the caller guarantees that every full-vector read of
+        // every tap of every span lies inside `b.input` (padded layout), and `w` walks the
+        // `cin · KS² · OCB` packed weights, which the debug assertion above checks.
+        unsafe {
+            let base = input.add(ic * b.plane);
+            for ky in 0..KS {
+                for kx in 0..KS {
+                    let tap = ky * b.pw + kx;
+                    let mut v = [_mm512_setzero_ps(); NV];
+                    for j in 0..NV {
+                        v[j] = _mm512_loadu_ps(base.add(start[j] + tap));
+                    }
+                    for (o, row) in acc.iter_mut().enumerate() {
+                        let wv = _mm512_set1_ps(*w.add(o));
+                        for j in 0..NV {
+                            row[j] = _mm512_fmadd_ps(v[j], wv, row[j]);
+                        }
+                    }
+                    w = w.add(OCB);
+                }
+            }
+        }
+    }
+    for (o, row) in acc.iter().enumerate().take(out.oc_valid.min(OCB)) {
+        for (j, span) in spans.iter().enumerate().take(NV) {
+            // SAFETY: the caller guarantees `span.lanes` outputs at this position are ours.
+            unsafe {
+                let dst = out.out.add(o * out.out_plane + span.output);
+                _mm512_mask_storeu_ps(dst, lane_mask(span.lanes), row[j]);
+            }
+        }
+    }
+}
+
+/// # Safety
+/// See [`super::Isa::conv_i8`] (AVX-512F, BW and VNNI present).
+pub(crate) unsafe fn conv_i8(b: &I8Block, spans: &[Span], out: OutPlanes) {
+    // SAFETY: forwarded; the length selects the instantiation with that many vectors.
+    unsafe {
+        match spans.len() {
+            0 => {}
+            1 => i8_tile::<1>(b, spans, out),
+            2 => i8_tile::<2>(b, spans, out),
+            _ => i8_tile::<3>(b, &spans[..3], out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn i8_tile<const NV: usize>(b: &I8Block, spans: &[Span], out: OutPlanes) {
+    debug_assert!(b.weights.len() >= b.groups * 9 * OCB * 4);
+    let mut acc = [[_mm512_setzero_si512(); NV]; OCB];
+    let mut start = [0usize; NV];
+    for (s, span) in start.iter_mut().zip(spans) {
+        *s = span.input * 4;
+    }
+    let input = b.input.as_ptr();
+    // Four i8 weights (one output channel, four input channels) are one 32-bit lane.
+    let mut w = b.weights.as_ptr() as *const i32;
+    for g in 0..b.groups {
+        // SAFETY (whole loop body): as in `f32_tile`, with pixels of four bytes; the weight
+        // reads are unaligned 32-bit reads inside the packed weights.
+        unsafe {
+            let base = input.add(g * b.plane * 4);
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let tap = (ky * b.pw + kx) * 4;
+                    let mut v = [_mm512_setzero_si512(); NV];
+                    for j in 0..NV {
+                        v[j] = _mm512_loadu_si512(base.add(start[j] + tap) as *const __m512i);
+                    }
+                    for (o, row) in acc.iter_mut().enumerate() {
+                        let wv = _mm512_set1_epi32(w.add(o).read_unaligned());
+                        for j in 0..NV {
+                            row[j] = _mm512_dpbusd_epi32(row[j], v[j], wv);
+                        }
+                    }
+                    w = w.add(OCB);
+                }
+            }
+        }
+    }
+    for (o, row) in acc.iter().enumerate().take(out.oc_valid.min(OCB)) {
+        let scale = _mm512_set1_ps(b.scale[o]);
+        let bias = _mm512_set1_ps(b.bias[o]);
+        for (j, span) in spans.iter().enumerate().take(NV) {
+            let y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(row[j]), scale, bias);
+            // SAFETY: the caller guarantees `span.lanes` outputs at this position are ours.
+            unsafe {
+                let dst = out.out.add(o * out.out_plane + span.output);
+                _mm512_mask_storeu_ps(dst, lane_mask(span.lanes), y);
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Inner loops of the 3×3 convolution ([`super::conv3x3`]), one file per instruction set, each
+//! with the scalar twin in [`scalar`] that the tests pin it against.
+//!
+//! Every kernel computes a block of `ocb` output channels for up to `max_spans` output
+//! vectors at once (a register tile: `ocb × spans` accumulators). A vector is `lanes`
+//! consecutive output pixels of one row, described by a [`Span`]. The input is the
+//! zero-padded copy the driver makes: `cin` planes of `(height + 2) × pw` values, so the
+//! 3×3 window of output pixel `(y, x)` starts at padded `(y, x)` and the nine taps are the
+//! offsets `ky · pw + kx`. The driver pads rows so that a full vector read from any span
+//! stays inside the buffer; lanes past `Span::lanes` read padding and are not stored.
+//!
+//! Two precisions:
+//! - **f32**: weights packed `[cin][9][ocb]`, accumulation in f32 (FMA), bias added first.
+//!   The f32 kernels also run 1×1 convolutions (`ks = 1`: one tap, an unpadded input).
+//! - **int8**: input u8 (post-ReLU activations over a calibrated scale, zero point 0) laid out
+//!   in groups of four channels, `[cin / 4][plane][4]`, so one 32-bit lane holds one pixel's
+//!   four channels; weights i8 packed `[cin / 4][9][ocb][4]`; i32 accumulation (VNNI
+//!   `vpdpbusd`: four u8 × i8 products a lane an instruction), then `acc · scale[o] + bias[o]`.
+
+pub(crate) mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon;
+
+/// One output vector of a kernel call: where its 3×3 windows start in a padded input plane
+/// (pixels), where it is written in an output plane (pixels), and how many of its lanes are
+/// output pixels (the rest are past the row's end and are not stored).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub input: usize,
+    pub output: usize,
+    pub lanes: usize,
+}
+
+/// An f32 kernel call's input and weights.
+pub(crate) struct F32Block<'a> {
+    /// `cin` padded planes of `plane` values, rows of `pw` values.
+    pub input: &'a [f32],
+    pub plane: usize,
+    pub pw: usize,
+    pub cin: usize,
+    /// Kernel side: 3 (taps at `ky · pw + kx`, `ky, kx < 3`) or 1 (one tap at offset 0).
+    pub ks: usize,
+    /// This block's weights, `[cin][ks²][ocb]` (taps in row-major `ky, kx` order).
+    pub weights: &'a [f32],
+    /// `ocb` biases.
+    pub bias: &'a [f32],
+}
+
+/// An int8 kernel call's input and weights.
+pub(crate) struct I8Block<'a> {
+    /// `groups` padded planes of `plane` pixels, each pixel four u8 channels, rows of `pw` pixels.
+    pub input: &'a [u8],
+    pub plane: usize,
+    pub pw: usize,
+    /// Input channels / 4, rounded up (the missing channels are zeros in input and weights).
+    pub groups: usize,
+    /// This block's weights, `[groups][9][ocb][4]`.
+    pub weights: &'a [i8],
+    /// `ocb` factors from the i32 sum to the output: input scale × weight scale of the channel.
+    pub scale: &'a [f32],
+    /// `ocb` biases.
+    pub bias: &'a [f32],
+}
+
+/// Where a kernel call writes: `oc_valid` output planes of `out_plane` values, the first at
+/// `out`; spans' `output` offsets are within a plane.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPlanes {
+    pub out: *mut f32,
+    pub out_plane: usize,
+    pub oc_valid: usize,
+}
+
+/// An instruction set with convolution kernels. The f32 and int8 kernels of one set share
+/// `lanes` only by accident: each precision asks its own [`Isa::f32_shape`] / [`Isa::i8_shape`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Plain Rust loops: the reference every other kernel is tested against, and the
+    /// fallback on any CPU.
+    Scalar,
+    /// x86-64 AVX2 + FMA (256-bit, 16 registers). f32 only.
+    Avx2,
+    /// x86-64 AVX-512F (512-bit, 32 registers); int8 needs AVX-512 VNNI and BW too.
+    Avx512,
+    /// aarch64 Advanced SIMD (128-bit, 32 registers). f32 only.
+    Neon,
+}
+
+/// Register tile of a kernel: output channels per call, pixels per vector, vectors per call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct KernelShape {
+    pub ocb: usize,
+    pub lanes: usize,
+    pub max_spans: usize,
+}
+
+impl Isa {
+    /// Every instruction set this CPU runs f32 kernels for, the scalar one first.
+    pub fn available_f32() -> Vec<Isa> {
+        let mut v = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                v.push(Isa::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                v.push(Isa::Avx512);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if std::arch::is_aarch64_feature_detected!("neon") {
+                v.push(Isa::Neon);
+            }
+        }
+        v
+    }
+
+    /// Every instruction set this CPU runs int8 kernels for, the scalar one first.
+    pub fn available_i8() -> Vec<Isa> {
+        let mut v = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+            {
+                v.push(Isa::Avx512);
+            }
+        }
+        v
+    }
+
+    /// The fastest f32 kernel set of this CPU (the last of [`Isa::available_f32`]).
+    pub fn best_f32() -> Isa {
+        *Isa::available_f32().last().unwrap_or(&Isa::Scalar)
+    }
+
+    /// The int8 kernel set of this CPU, when it has one faster than f32: the scalar int8
+    /// kernel is a test reference, not a fallback (f32 SIMD beats it).
+    pub fn best_i8() -> Option<Isa> {
+        Isa::available_i8()
+            .last()
+            .copied()
+            .filter(|isa| *isa != Isa::Scalar)
+    }
+
+    pub(crate) fn f32_shape(self) -> KernelShape {
+        match self {
+            Isa::Scalar => scalar::F32_SHAPE,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::F32_SHAPE,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::F32_SHAPE,
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => neon::F32_SHAPE,
+            #[allow(unreachable_patterns)]
+            _ => scalar::F32_SHAPE,
+        }
+    }
+
+    pub(crate) fn i8_shape(self) -> KernelShape {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::I8_SHAPE,
+            _ => scalar::I8_SHAPE,
+        }
+    }
+
+    /// Runs the f32 kernel of this set on `spans` (at most `f32_shape().max_spans`).
+    ///
+    /// # Safety
+    /// The CPU has this instruction set (it came from [`Isa::available_f32`]); `block` and
+    /// `spans` follow the padded layout of the module docs for this set's `f32_shape()`
+    /// (every full-vector read of every tap inside `block.input`, `block.weights` holding
+    /// `cin · 9 · ocb` values); `out` is valid for writes at `o · out_plane + span.output + l`
+    /// for `o < oc_valid ≤ ocb`, `l < span.lanes ≤ lanes`, and no other thread touches them.
+    pub(crate) unsafe fn conv_f32(self, block: &F32Block, spans: &[Span], out: OutPlanes) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            match self {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => avx2::conv_f32(block, spans, out),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => avx512::conv_f32(block, spans, out),
+                #[cfg(target_arch = "aarch64")]
+                Isa::Neon => neon::conv_f32(block, spans, out),
+                _ => scalar::conv_f32(block, spans, out),
+            }
+        }
+    }
+
+    /// Runs the int8 kernel of this set on `spans` (at most `i8_shape().max_spans`).
+    ///
+    /// # Safety
+    /// As [`Isa::conv_f32`], for [`Isa::available_i8`] and the int8 layout (`block.input`
+    /// holding `groups · plane · 4` bytes, `block.weights` `groups · 9 · ocb · 4` values).
+    pub(crate) unsafe fn conv_i8(self, block: &I8Block, spans: &[Span], out: OutPlanes) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            match self {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => avx512::conv_i8(block, spans, out),
+                _ => scalar::conv_i8(block, spans, out),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

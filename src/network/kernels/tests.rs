@@ -1,0 +1,229 @@
+//! Every kernel of every instruction set this CPU has, against a plain convolution.
+
+use tract_linalg::multithread::Executor;
+
+use super::Isa;
+use crate::network::conv::{DirectConv, InputStage};
+
+/// Deterministic values in [-1, 1) (a linear congruential sequence).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn relu_stage(relu: bool) -> InputStage {
+    InputStage { relu, ..InputStage::default() }
+}
+
+/// `torch.nn.functional.conv2d(relu?(x), w, b, padding=1)` in f64, for one image.
+#[allow(clippy::too_many_arguments)]
+fn reference(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    cin: usize,
+    cout: usize,
+    h: usize,
+    wd: usize,
+    relu: bool,
+) -> Vec<f32> {
+    reference_ks(x, w, b, (cin, cout, 3), h, wd, &relu_stage(relu))
+}
+
+/// `conv2d(stage(x), w, b, padding=ks/2)` in f64 for a `ks × ks` kernel, for one image.
+fn reference_ks(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    (cin, cout, ks): (usize, usize, usize),
+    h: usize,
+    wd: usize,
+    stage: &InputStage,
+) -> Vec<f32> {
+    let p = (ks / 2) as isize;
+    let mut out = vec![0f32; cout * h * wd];
+    for o in 0..cout {
+        for y in 0..h {
+            for xx in 0..wd {
+                let mut acc = b[o] as f64;
+                for c in 0..cin {
+                    for ky in 0..ks {
+                        for kx in 0..ks {
+                            let (iy, ix) = (y as isize + ky as isize - p, xx as isize + kx as isize - p);
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                continue;
+                            }
+                            let mut v = x[(c * h + iy as usize) * wd + ix as usize];
+                            if let Some(s) = &stage.scale {
+                                v *= s[c];
+                            }
+                            if let Some(s) = &stage.shift {
+                                v += s[c];
+                            }
+                            if stage.relu {
+                                v = v.max(0.0);
+                            }
+                            acc += v as f64 * w[((o * cin + c) * ks + ky) * ks + kx] as f64;
+                        }
+                    }
+                }
+                out[(o * h + y) * wd + xx] = acc as f32;
+            }
+        }
+    }
+    out
+}
+
+/// (cin, cout) pairs: the network's widths (2 → 16 … 128 → 128) and sizes that are not a
+/// multiple of any kernel's channel block.
+const CHANNELS: [(usize, usize); 7] = [(2, 16), (16, 16), (16, 32), (32, 64), (64, 128), (128, 128), (3, 5)];
+/// Odd sides: one pixel, just under and over a vector, two vectors and one pixel.
+const SIDES: [usize; 4] = [1, 15, 17, 33];
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+#[test]
+fn f32_kernels_match_a_plain_convolution_on_odd_sizes() {
+    for isa in Isa::available_f32() {
+        for (k, &(cin, cout)) in CHANNELS.iter().enumerate() {
+            for (i, &h) in SIDES.iter().enumerate() {
+                let wd = SIDES[(i + k) % SIDES.len()];
+                let x = values(cin * h * wd, 1 + k as u64);
+                let w = values(cout * cin * 9, 100 + k as u64);
+                let b = values(cout, 200 + k as u64);
+                for relu in [false, true] {
+                    let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(relu), isa).unwrap();
+                    let mut out = vec![f32::NAN; cout * h * wd];
+                    conv.forward(&x, (1, h, wd), &mut out, &Executor::SingleThread).unwrap();
+                    let want = reference(&x, &w, &b, cin, cout, h, wd, relu);
+                    // f32 sums of up to 128 · 9 products of magnitude ≤ 1.
+                    let tol = 1e-6 * (cin * 9) as f32 + 1e-5;
+                    let d = max_abs_diff(&out, &want);
+                    assert!(d <= tol, "{isa:?} {cin}→{cout} {h}×{wd} relu {relu}: max diff {d}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn f32_kernels_run_1x1_projections_with_a_batch_norm_in_front() {
+    for isa in Isa::available_f32() {
+        for (k, &(cin, cout)) in CHANNELS.iter().enumerate() {
+            let (h, wd) = (SIDES[k % 4], SIDES[(k + 2) % 4]);
+            let x = values(cin * h * wd, 600 + k as u64);
+            let w = values(cout * cin, 700 + k as u64);
+            let b = values(cout, 800 + k as u64);
+            let stage = InputStage {
+                scale: Some(values(cin, 900 + k as u64)),
+                shift: Some(values(cin, 1000 + k as u64)),
+                relu: k % 2 == 0,
+            };
+            let conv = DirectConv::new_f32(&w, &b, (cin, cout, 1), stage.clone(), isa).unwrap();
+            let mut out = vec![f32::NAN; cout * h * wd];
+            conv.forward(&x, (1, h, wd), &mut out, &Executor::multithread(2)).unwrap();
+            let want = reference_ks(&x, &w, &b, (cin, cout, 1), h, wd, &stage);
+            let d = max_abs_diff(&out, &want);
+            assert!(d <= 1e-5 * cin as f32 + 1e-5, "{isa:?} 1×1 {cin}→{cout} {h}×{wd}: {d}");
+        }
+    }
+}
+
+#[test]
+fn f32_kernels_cover_both_sides_of_every_row() {
+    // A wide image whose last vector is partial, two images in a batch, on two threads: the
+    // outputs must equal the one-thread run bit for bit (threads split rows, not sums).
+    let (cin, cout, h, wd) = (16, 32, 9, 70);
+    let x = values(2 * cin * h * wd, 7);
+    let w = values(cout * cin * 9, 8);
+    let b = values(cout, 9);
+    for isa in Isa::available_f32() {
+        let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), isa).unwrap();
+        let mut one = vec![f32::NAN; 2 * cout * h * wd];
+        conv.forward(&x, (2, h, wd), &mut one, &Executor::SingleThread).unwrap();
+        let mut two = vec![f32::NAN; 2 * cout * h * wd];
+        conv.forward(&x, (2, h, wd), &mut two, &Executor::multithread(2)).unwrap();
+        assert_eq!(one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), two.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{isa:?}");
+        for img in 0..2 {
+            let want = reference(&x[img * cin * h * wd..(img + 1) * cin * h * wd], &w, &b, cin, cout, h, wd, true);
+            let d = max_abs_diff(&one[img * cout * h * wd..(img + 1) * cout * h * wd], &want);
+            assert!(d < 1e-4, "{isa:?} image {img}: {d}");
+        }
+    }
+}
+
+#[test]
+fn int8_kernels_match_the_scalar_int8_kernel_and_stay_near_f32() {
+    let scale = 1.0 / 255.0; // inputs in [0, 1) after the ReLU
+    for (k, &(cin, cout)) in CHANNELS.iter().enumerate() {
+        for (i, &h) in SIDES.iter().enumerate() {
+            let wd = SIDES[(i + k + 1) % SIDES.len()];
+            let x = values(cin * h * wd, 300 + k as u64);
+            let w = values(cout * cin * 9, 400 + k as u64);
+            let b = values(cout, 500 + k as u64);
+            let scalar = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), Isa::Scalar)
+                .unwrap()
+                .with_int8(&w, scale, Isa::Scalar)
+                .unwrap();
+            let mut want = vec![f32::NAN; cout * h * wd];
+            scalar.forward(&x, (1, h, wd), &mut want, &Executor::SingleThread).unwrap();
+            // Quantization error: half a code (1/510) on each input, half a weight step
+            // (max |w| / 254) on each weight, over cin · 9 products.
+            let exact = reference(&x, &w, &b, cin, cout, h, wd, true);
+            let bound = (cin * 9) as f32 * (0.5 / 255.0 + 0.5 / 127.0) + 1e-4;
+            let d = max_abs_diff(&want, &exact);
+            assert!(d <= bound, "scalar int8 {cin}→{cout} {h}×{wd}: {d} > {bound}");
+            for isa in Isa::available_i8() {
+                let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), Isa::Scalar)
+                    .unwrap()
+                    .with_int8(&w, scale, isa)
+                    .unwrap();
+                let mut out = vec![f32::NAN; cout * h * wd];
+                conv.forward(&x, (1, h, wd), &mut out, &Executor::multithread(2)).unwrap();
+                // Same integer sums; only the final multiply-add may round differently.
+                let d = max_abs_diff(&out, &want);
+                assert!(d <= 1e-5, "{isa:?} int8 {cin}→{cout} {h}×{wd}: {d}");
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_saturates_large_activations_and_reads_nan_as_zero() {
+    let (cin, cout, h, wd) = (4, 8, 5, 19);
+    let mut x = vec![0.5f32; cin * h * wd];
+    x[3] = 1e30; // saturates at code 255
+    x[7] = f32::NAN;
+    x[11] = -3.0; // the ReLU
+    let w = values(cout * cin * 9, 11);
+    let b = vec![0.0; cout];
+    let mut clean = x.clone();
+    clean[3] = 1.0;
+    clean[7] = 0.0;
+    clean[11] = 0.0;
+    for isa in Isa::available_i8() {
+        let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), Isa::Scalar)
+            .unwrap()
+            .with_int8(&w, 1.0 / 255.0, isa)
+            .unwrap();
+        let mut out = vec![f32::NAN; cout * h * wd];
+        conv.forward(&x, (1, h, wd), &mut out, &Executor::SingleThread).unwrap();
+        let mut want = vec![f32::NAN; cout * h * wd];
+        conv.forward(&clean, (1, h, wd), &mut want, &Executor::SingleThread).unwrap();
+        assert_eq!(out, want, "{isa:?}");
+    }
+}
+
+#[test]
+fn the_dispatch_offers_the_scalar_kernels_everywhere() {
+    assert_eq!(Isa::available_f32()[0], Isa::Scalar);
+    assert_eq!(Isa::available_i8()[0], Isa::Scalar);
+    assert!(Isa::available_f32().contains(&Isa::best_f32()));
+}

@@ -11,7 +11,13 @@ Three forms, measured against each other in models/README.md:
 onnxruntime leaves `value_info` shape annotations that tract 0.23.9 rejects, so they are
 removed; metadata_props of the input model are kept.
 
-    python models/quantize.py --model models/nuclei_light.onnx --out models/nuclei_light_int8.onnx --mode weights
+--calibrate N (weights form) also writes the activation scales the Rust library needs to
+compute in int8 (`cellpose.int8.input_scales`, see src/model.rs): the fp32 model runs in
+onnxruntime on N normalised 224×224 crops of training images, and the input of every 3×3
+convolution that follows a ReLU gets scale = max over the crops / 255 (u8 codes, zero point 0).
+Without it the file is weight-only and the library computes in f32.
+
+    python models/quantize.py --model models/nuclei_light.onnx --out models/nuclei_light_int8.onnx --mode weights --calibrate 64
 """
 import argparse
 import hashlib
@@ -51,10 +57,12 @@ def weight_only(model: onnx.ModelProto) -> onnx.ModelProto:
 class Calibration:
     """Normalised 224×224 crops of training images, as the network sees them."""
 
-    def __init__(self, n=32, seed=0):
+    def __init__(self, n=32, seed=0, data=DATA):
         from cellpose import io, transforms
         rng = np.random.default_rng(seed)
-        files = sorted(DATA.glob("*_img.png"))
+        files = sorted(Path(data).glob("*_img.png"))
+        if not files:
+            raise SystemExit(f"no *_img.png images in {data}")
         pick = rng.choice(len(files), size=min(n, len(files)), replace=False)
         self.items = []
         for i in pick:
@@ -75,6 +83,41 @@ class Calibration:
 
     def rewind(self):
         self.it = iter(self.items)
+
+
+def input_scales(model_path, n, data):
+    """`NAME=SCALE,…` for every 3×3 Conv whose input is a Relu output: max activation / 255."""
+    import onnxruntime as ort
+    m = onnx.load(str(model_path))
+    producers = {o: node for node in m.graph.node for o in node.output}
+    inits = {i.name: i for i in m.graph.initializer}
+    targets = {}
+    for node in m.graph.node:
+        if node.op_type != "Conv" or node.input[1] not in inits:
+            continue
+        kernel = list(inits[node.input[1]].dims[2:])
+        src = producers.get(node.input[0])
+        if kernel == [3, 3] and src is not None and src.op_type == "Relu":
+            targets[node.name] = node.input[0]
+    if not targets:
+        raise SystemExit("no 3×3 convolution after a ReLU to calibrate")
+    names = sorted(set(targets.values()))
+    for t in names:
+        m.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    peak = dict.fromkeys(names, 0.0)
+    for item in Calibration(n=n, data=data).items:
+        outs = sess.run(names, item)
+        for t, v in zip(names, outs):
+            peak[t] = max(peak[t], float(np.max(v)))
+    pairs = []
+    for conv, t in targets.items():
+        scale = peak[t] / 255.0 if peak[t] > 0 else 1.0 / 255.0
+        pairs.append(f"{conv}={scale:.9g}")
+    print(f"calibrated {len(pairs)} convolution inputs on {n} crops of {data}")
+    return ",".join(pairs)
 
 
 def static(model_path, out, fmt):
@@ -102,9 +145,16 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--mode", choices=["weights", "qdq", "qoperator"], default="weights")
+    ap.add_argument("--calibrate", type=int, default=0, metavar="N",
+                    help="with --mode weights: activation scales from N training crops, so the library computes in int8")
+    ap.add_argument("--data", default=str(DATA), help="folder of *_img.png training images for calibration")
     args = ap.parse_args()
+    if args.calibrate and args.mode != "weights":
+        raise SystemExit("--calibrate is for --mode weights (the qdq/qoperator forms calibrate themselves)")
     src = onnx.load(args.model)
-    meta = [(p.key, p.value) for p in src.metadata_props]
+    meta = [(p.key, p.value) for p in src.metadata_props if p.key != "cellpose.int8.input_scales"]
+    if args.calibrate:
+        meta.append(("cellpose.int8.input_scales", input_scales(args.model, args.calibrate, args.data)))
     m = weight_only(src) if args.mode == "weights" else static(args.model, args.out, args.mode)
     del m.graph.value_info[:]  # tract rejects onnxruntime's shape annotations
     del m.metadata_props[:]

@@ -27,11 +27,13 @@ use tract_linalg::multithread::Executor;
 use super::kernels::{F32Block, I8Block, Isa, KernelShape, OutPlanes, Span};
 
 /// Output rows per unit of work: rows of one unit share their padded input rows in cache
-/// across every output-channel block, and units are spread over the executor's threads.
+/// across the unit's output-channel blocks, and units are spread over the executor's threads.
 const ROWS_PER_UNIT: usize = 4;
+/// Units of work a convolution is cut into at least (when it has that many row × channel
+/// blocks): small deep layers (28 rows, 128 channels) are also split by output channels, so
+/// that two or four threads finish together.
+const MIN_UNITS: usize = 32;
 
-/// Largest u8 code of an activation (zero point 0).
-const U8_MAX: f32 = 255.0;
 /// Largest magnitude of an int8 weight code (symmetric, as `models/quantize.py`).
 const I8_MAX: f32 = 127.0;
 
@@ -46,22 +48,14 @@ pub struct InputStage {
 }
 
 impl InputStage {
-    /// Writes `stage(row)` (channel `c`) to `dst`. A missing scale is 1 and a missing shift
-    /// 0, which give the same values (`x · 1 + 0 = x`, up to the sign of a zero), so each row
-    /// is one branch-free loop the compiler vectorises.
-    #[inline]
-    fn apply_row(&self, c: usize, row: &[f32], dst: &mut [f32]) {
-        let s = self.scale.as_ref().map_or(1.0, |v| v[c]);
-        let t = self.shift.as_ref().map_or(0.0, |v| v[c]);
-        if self.relu {
-            for (d, x) in dst.iter_mut().zip(row) {
-                *d = (*x * s + t).max(0.0);
-            }
-        } else {
-            for (d, x) in dst.iter_mut().zip(row) {
-                *d = *x * s + t;
-            }
-        }
+    /// Channel `c`'s scale and shift. A missing scale is 1 and a missing shift 0, which give
+    /// the same values (`x · 1 + 0 = x`, up to the sign of a zero), so each row is one
+    /// branch-free loop the compiler vectorises.
+    fn affine(&self, c: usize) -> (f32, f32) {
+        (
+            self.scale.as_ref().map_or(1.0, |v| v[c]),
+            self.shift.as_ref().map_or(0.0, |v| v[c]),
+        )
     }
 
     fn is_identity(&self) -> bool {
@@ -236,11 +230,13 @@ impl DirectConv {
     }
 
     /// Convolves `input` (`n × cin × height × width`) into `out` (`n × cout × height ×
-    /// width`), on the threads of `executor`.
+    /// width`), on the threads of `executor`; with a `residual` of the output's shape, `out`
+    /// is `convolution + residual`.
     pub fn forward(
         &self,
         input: &[f32],
         (n, height, width): (usize, usize, usize),
+        residual: Option<&[f32]>,
         out: &mut [f32],
         executor: &Executor,
     ) -> TractResult<()> {
@@ -252,31 +248,49 @@ impl DirectConv {
             input.len(),
             out.len()
         );
+        ensure!(
+            residual.is_none_or(|r| r.len() == out.len()),
+            "convolution {cin}→{cout}: residual of {} values for {} outputs",
+            residual.map_or(0, |r| r.len()),
+            out.len()
+        );
         if hw == 0 {
             return Ok(());
         }
         for b in 0..n {
             let src = &input[b * cin * hw..(b + 1) * cin * hw];
-            let dst = &mut out[b * cout * hw..(b + 1) * cout * hw];
+            let image = b * cout * hw..(b + 1) * cout * hw;
+            let res = residual.map(|r| &r[image.clone()]);
+            let dst = &mut out[image];
             match &self.i8 {
-                Some(q) => self.forward_i8(q, src, height, width, dst, executor),
-                None => self.forward_f32(src, height, width, dst, executor),
+                Some(q) => self.forward_i8(q, src, height, width, res, dst, executor),
+                None => self.forward_f32(src, height, width, res, dst, executor),
             }
         }
         Ok(())
     }
 
-    fn forward_f32(&self, src: &[f32], height: usize, width: usize, dst: &mut [f32], ex: &Executor) {
+    fn forward_f32(
+        &self,
+        src: &[f32],
+        height: usize,
+        width: usize,
+        residual: Option<&[f32]>,
+        dst: &mut [f32],
+        ex: &Executor,
+    ) {
         let p = &self.f32;
         let geo = Geometry::new(height, width, self.ks / 2, p.shape);
         PADDED_F32.with_borrow_mut(|buffer| {
-            let padded = geo.pad_f32(src, self.cin, &self.input, buffer, ex);
+            let padded = geo.pad_f32(src, self.cin, &self.input, p.isa, buffer, ex);
             let out = SharedOut(dst.as_mut_ptr());
+            let res = residual.map_or(std::ptr::null(), |r| r.as_ptr());
+            let res = SharedResidual(res);
             let ocb = p.shape.ocb;
             let wlen = self.cin * self.ks * self.ks * ocb;
             let run_unit = |unit: usize| {
-                let (y0, y1) = geo.unit_rows(unit);
-                for blk in 0..self.cout.div_ceil(ocb) {
+                let ((y0, y1), blocks) = geo.unit(unit, self.cout.div_ceil(ocb));
+                for blk in blocks {
                     let block = F32Block {
                         input: padded,
                         plane: geo.plane,
@@ -289,6 +303,8 @@ impl DirectConv {
                     let planes = OutPlanes {
                         // SAFETY: `blk · ocb < cout`, so this is inside the output image.
                         out: unsafe { out.at(blk * ocb * geo.hw) },
+                        // SAFETY: as for `out`; the residual has the output's length.
+                        residual: unsafe { res.at(blk * ocb * geo.hw) },
                         out_plane: geo.hw,
                         oc_valid: (self.cout - blk * ocb).min(ocb),
                     };
@@ -300,28 +316,32 @@ impl DirectConv {
                     });
                 }
             };
-            run_units(ex, geo.units(), &run_unit);
+            run_units(ex, geo.units(self.cout.div_ceil(ocb)), &run_unit);
         });
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn forward_i8(
         &self,
         q: &PackedI8,
         src: &[f32],
         height: usize,
         width: usize,
+        residual: Option<&[f32]>,
         dst: &mut [f32],
         ex: &Executor,
     ) {
         let geo = Geometry::new(height, width, 1, q.shape);
         PADDED_U8.with_borrow_mut(|buffer| {
-            let padded = geo.pad_u8(src, self.cin, q.groups, &self.input, 1.0 / q.input_scale, buffer, ex);
+            let padded = geo.pad_u8(src, (self.cin, q.groups), &self.input, (q.isa, 1.0 / q.input_scale), buffer, ex);
             let out = SharedOut(dst.as_mut_ptr());
+            let res = residual.map_or(std::ptr::null(), |r| r.as_ptr());
+            let res = SharedResidual(res);
             let ocb = q.shape.ocb;
             let wlen = q.groups * 9 * ocb * 4;
             let run_unit = |unit: usize| {
-                let (y0, y1) = geo.unit_rows(unit);
-                for blk in 0..self.cout.div_ceil(ocb) {
+                let ((y0, y1), blocks) = geo.unit(unit, self.cout.div_ceil(ocb));
+                for blk in blocks {
                     let block = I8Block {
                         input: padded,
                         plane: geo.plane,
@@ -334,6 +354,8 @@ impl DirectConv {
                     let planes = OutPlanes {
                         // SAFETY: `blk · ocb < cout`, so this is inside the output image.
                         out: unsafe { out.at(blk * ocb * geo.hw) },
+                        // SAFETY: as for `out`; the residual has the output's length.
+                        residual: unsafe { res.at(blk * ocb * geo.hw) },
                         out_plane: geo.hw,
                         oc_valid: (self.cout - blk * ocb).min(ocb),
                     };
@@ -344,7 +366,7 @@ impl DirectConv {
                     });
                 }
             };
-            run_units(ex, geo.units(), &run_unit);
+            run_units(ex, geo.units(self.cout.div_ceil(ocb)), &run_unit);
         });
     }
 }
@@ -360,7 +382,7 @@ thread_local! {
 #[derive(Clone, Copy)]
 struct SharedOut(*mut f32);
 
-// SAFETY: each unit of work writes only the output rows it owns (`Geometry::unit_rows`), so
+// SAFETY: each unit of work writes only the output rows and channels it owns (`Geometry::unit`), so
 // sharing the pointer between the executor's threads creates no overlapping writes; the
 // borrow it comes from outlives `run_units`, which joins every thread before returning.
 unsafe impl Send for SharedOut {}
@@ -372,6 +394,27 @@ impl SharedOut {
     unsafe fn at(self, offset: usize) -> *mut f32 {
         // SAFETY: forwarded.
         unsafe { self.0.add(offset) }
+    }
+}
+
+/// The residual image, read by several threads (null when there is none).
+#[derive(Clone, Copy)]
+struct SharedResidual(*const f32);
+
+// SAFETY: read-only for the duration of `run_units`, borrowed from a slice that outlives it.
+unsafe impl Send for SharedResidual {}
+unsafe impl Sync for SharedResidual {}
+
+impl SharedResidual {
+    /// # Safety
+    /// `offset` is inside the residual image (or the pointer is null, and stays null).
+    unsafe fn at(self, offset: usize) -> *const f32 {
+        if self.0.is_null() {
+            self.0
+        } else {
+            // SAFETY: forwarded.
+            unsafe { self.0.add(offset) }
+        }
     }
 }
 
@@ -432,13 +475,25 @@ impl Geometry {
         }
     }
 
-    fn units(&self) -> usize {
-        self.height.div_ceil(ROWS_PER_UNIT)
+    /// Output-channel groups a row chunk is cut into, for `blocks` channel blocks.
+    fn channel_groups(&self, blocks: usize) -> usize {
+        MIN_UNITS.div_ceil(self.height.div_ceil(ROWS_PER_UNIT)).clamp(1, blocks)
     }
 
-    fn unit_rows(&self, unit: usize) -> (usize, usize) {
-        let y0 = unit * ROWS_PER_UNIT;
-        (y0, (y0 + ROWS_PER_UNIT).min(self.height))
+    /// Units of work for `blocks` output-channel blocks.
+    fn units(&self, blocks: usize) -> usize {
+        self.height.div_ceil(ROWS_PER_UNIT) * self.channel_groups(blocks)
+    }
+
+    /// The output rows and channel blocks of unit `unit`: units are disjoint and cover every
+    /// row of every block.
+    fn unit(&self, unit: usize, blocks: usize) -> ((usize, usize), std::ops::Range<usize>) {
+        let groups = self.channel_groups(blocks);
+        let (chunk, group) = (unit / groups, unit % groups);
+        let y0 = chunk * ROWS_PER_UNIT;
+        let per = blocks.div_ceil(groups);
+        let b0 = (group * per).min(blocks);
+        ((y0, (y0 + ROWS_PER_UNIT).min(self.height)), b0..(b0 + per).min(blocks))
     }
 
     /// Calls `f` with the output vectors of rows `y0..y1` in groups of at most `max_spans`
@@ -489,6 +544,7 @@ impl Geometry {
         src: &[f32],
         cin: usize,
         stage: &InputStage,
+        isa: Isa,
         buffer: &'a mut Vec<f32>,
         ex: &Executor,
     ) -> &'a [f32] {
@@ -503,7 +559,8 @@ impl Geometry {
                 if stage.is_identity() {
                     dst.copy_from_slice(row);
                 } else {
-                    stage.apply_row(c, row, dst);
+                    let (s, t) = stage.affine(c);
+                    isa.stage_row(s, t, stage.relu, row, dst);
                 }
             });
         });
@@ -514,14 +571,12 @@ impl Geometry {
     /// to u8 codes `round(x · inv_scale)` (saturating at 255, NaN to 0) into the padded
     /// planes held in `buffer`: `groups` planes of this layout, each pixel four consecutive
     /// channels, zero channels past `cin`.
-    #[allow(clippy::too_many_arguments)]
     fn pad_u8<'a>(
         &self,
         src: &[f32],
-        cin: usize,
-        groups: usize,
+        (cin, groups): (usize, usize),
         stage: &InputStage,
-        inv_scale: f32,
+        (isa, inv_scale): (Isa, f32),
         buffer: &'a mut Vec<u8>,
         ex: &Executor,
     ) -> &'a [u8] {
@@ -531,38 +586,31 @@ impl Geometry {
             buffer.resize(len, 0);
         }
         let padded = &mut buffer[..len];
-        let code = |x: f32| -> u8 {
-            // `as` saturates and sends NaN to 0; x ≥ 0 after the ReLU, so + 0.5 rounds.
-            ((x.max(0.0) * inv_scale).min(U8_MAX) + 0.5) as u8
-        };
         for_planes(ex, padded, self.plane * 4, &|g, plane| {
-            // One row of the four channels after the stage, then interleaved as codes.
-            let mut staged = [[0f32; 64]; 4];
             self.fill_plane(plane, 4, |y, dst| {
-                for (x0, pixels) in (0..w).step_by(64).zip(dst.chunks_mut(4 * 64)) {
-                    let n = (w - x0).min(64);
-                    for (c, st) in staged.iter_mut().enumerate() {
-                        let ch = 4 * g + c;
-                        if ch < cin {
-                            let row = &src[(ch * h + y) * w + x0..(ch * h + y) * w + x0 + n];
-                            stage.apply_row(ch, row, &mut st[..n]);
-                        } else {
-                            st[..n].fill(0.0);
-                        }
-                    }
-                    for (i, d) in pixels.chunks_exact_mut(4).enumerate() {
-                        for c in 0..4 {
-                            d[c] = code(staged[c][i]);
-                        }
-                    }
-                }
+                // Channels past `cin` read channel 4g's row through a stage that zeroes it.
+                let row = |c: usize| {
+                    let ch = if 4 * g + c < cin { 4 * g + c } else { 4 * g };
+                    &src[(ch * h + y) * w..(ch * h + y + 1) * w]
+                };
+                let affine = |c: usize| {
+                    if 4 * g + c < cin { stage.affine(4 * g + c) } else { (0.0, 0.0) }
+                };
+                isa.quantize_rows(
+                    [row(0), row(1), row(2), row(3)],
+                    [affine(0), affine(1), affine(2), affine(3)],
+                    inv_scale,
+                    dst,
+                );
             });
         });
         padded
     }
 }
 
-/// The tract op around a [`DirectConv`]: one N×C×H×W f32 input, one output.
+/// The tract op around a [`DirectConv`]: an N×C×H×W f32 input and, when the graph adds the
+/// convolution to another tensor (a residual connection), that tensor as a second input;
+/// one output.
 #[derive(Debug, Clone)]
 pub struct DirectConvOp(pub Arc<DirectConv>);
 
@@ -600,6 +648,10 @@ impl EvalOp for DirectConvOp {
         );
         let (n, h, w) = (shape[0], shape[2], shape[3]);
         let src = input.try_as_plain_ram()?.as_slice::<f32>()?;
+        let residual = match inputs.get(1) {
+            Some(r) => Some(r.try_as_plain_ram()?.as_slice::<f32>()?),
+            None => None,
+        };
         // SAFETY: every value of the output is written by `forward` (every output channel
         // of every row of every image) before the tensor is read.
         let mut out = unsafe { Tensor::uninitialized::<f32>(&[n, self.0.cout, h, w])? };
@@ -607,7 +659,7 @@ impl EvalOp for DirectConvOp {
             let mut view = out.try_as_plain_ram_mut()?;
             let dst = view.as_slice_mut::<f32>()?;
             let ex = tract_linalg::multithread::current_tract_executor();
-            self.0.forward(src, (n, h, w), dst, &ex)?;
+            self.0.forward(src, (n, h, w), residual, dst, &ex)?;
         }
         Ok(tvec!(out.into_tvalue()))
     }

@@ -36,6 +36,31 @@ pub(crate) struct Report {
     pub int8_layers: usize,
     /// Convolutions left to tract (other kernel sizes, strides, groups, …).
     pub tract_layers: usize,
+    /// Additions of a convolution's output to another tensor done by the convolution.
+    pub residual_adds: usize,
+}
+
+/// When the only reader of convolution `id`'s output is `Add(conv, r)` (either order) with
+/// `r` an f32 tensor of the same shape: the `Add` node and `r`.
+fn residual_add(model: &TypedModel, id: usize) -> Option<(usize, OutletId)> {
+    let conv_out = OutletId::new(id, 0);
+    if model.output_outlets().ok()?.contains(&conv_out) {
+        return None;
+    }
+    let succ = model.outlet_successors(conv_out);
+    if succ.len() != 1 {
+        return None;
+    }
+    let add = model.node(succ[0].node);
+    let bin = add.op_as::<TypedBinOp>()?;
+    if !bin.0.is::<Add>() || add.inputs.len() != 2 || add.inputs[0] == add.inputs[1] {
+        return None;
+    }
+    let other = add.inputs[1 - succ[0].slot];
+    let (a, b) = (model.outlet_fact(conv_out).ok()?, model.outlet_fact(other).ok()?);
+    let out = model.outlet_fact(OutletId::new(add.id, 0)).ok()?;
+    (a.shape == b.shape && b.shape == out.shape && b.datum_type == f32::datum_type())
+        .then_some((add.id, other))
 }
 
 /// Replaces the convolutions of `model` as `choice` allows.
@@ -54,10 +79,23 @@ pub(crate) fn patch_convolutions(model: &mut TypedModel, choice: &Choice) -> Tra
         }
         let name = format!("{}.direct", model.node(id).name);
         let mut patch = TypedModelPatch::default();
-        let tap = patch.tap_model(model, wire)?;
-        let out = patch.wire_node(name, DirectConvOp(Arc::new(conv)), &[tap])?;
-        patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
+        let mut taps = tvec!(patch.tap_model(model, wire)?);
+        // `conv + r` (the blocks' residual connections): the op adds `r` as it stores.
+        let residual = residual_add(model, id);
+        let replaced = match residual {
+            Some((add, r)) => {
+                taps.push(patch.tap_model(model, r)?);
+                report.residual_adds += 1;
+                OutletId::new(add, 0)
+            }
+            None => OutletId::new(id, 0),
+        };
+        let out = patch.wire_node(name, DirectConvOp(Arc::new(conv)), &taps)?;
+        patch.shunt_outside(model, replaced, out[0])?;
         patch.obliterate(id)?;
+        if let Some((add, _)) = residual {
+            patch.obliterate(add)?;
+        }
         patch.apply(model)?;
     }
     Ok(report)
@@ -226,7 +264,13 @@ mod tests {
             let mut typed = model.typed_for_tests(1, 64, 64);
             let choice = Choice { f32_isa: Isa::Scalar, int8: None };
             let report = patch_convolutions(&mut typed, &choice).unwrap();
-            assert_eq!(report, Report { f32_layers: 41, int8_layers: 0, tract_layers: 0 }, "{file}");
+            // Every block adds its 3×3 convolutions' output to the residual stream twice; the
+            // upsampling blocks' first adds the skip connection.
+            assert_eq!(
+                report,
+                Report { f32_layers: 41, int8_layers: 0, tract_layers: 0, residual_adds: 20 },
+                "{file}"
+            );
             let typed = typed.into_decluttered().unwrap();
             let mut relus = 0;
             let mut fused = 0;

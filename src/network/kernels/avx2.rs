@@ -78,12 +78,18 @@ unsafe fn f32_tile<const NV: usize, const KS: usize>(b: &F32Block, spans: &[Span
         for (j, span) in spans.iter().enumerate().take(NV) {
             // SAFETY: the caller guarantees `span.lanes` outputs at this position are ours.
             unsafe {
-                let dst = out.out.add(o * out.out_plane + span.output);
-                if span.lanes >= LANES {
-                    _mm256_storeu_ps(dst, row[j]);
+                let at = o * out.out_plane + span.output;
+                let dst = out.out.add(at);
+                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(span.lanes as i32), index);
+                let v = if out.residual.is_null() {
+                    row[j]
                 } else {
-                    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(span.lanes as i32), index);
-                    _mm256_maskstore_ps(dst, mask, row[j]);
+                    _mm256_add_ps(row[j], _mm256_maskload_ps(out.residual.add(at), mask))
+                };
+                if span.lanes >= LANES {
+                    _mm256_storeu_ps(dst, v);
+                } else {
+                    _mm256_maskstore_ps(dst, mask, v);
                 }
             }
         }

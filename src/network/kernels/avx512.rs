@@ -31,6 +31,26 @@ fn lane_mask(lanes: usize) -> __mmask16 {
     }
 }
 
+/// Stores the first `lanes` values of `v` (plus the residual's, when there is one) at
+/// `out.out + at`.
+///
+/// # Safety
+/// AVX-512F present; `lanes` values at `at` are writable in `out.out` (readable in a
+/// non-null `out.residual`).
+#[inline(always)]
+unsafe fn store(out: OutPlanes, at: usize, lanes: usize, v: __m512) {
+    let mask = lane_mask(lanes);
+    // SAFETY: forwarded; masked lanes are neither read nor written.
+    unsafe {
+        let v = if out.residual.is_null() {
+            v
+        } else {
+            _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, out.residual.add(at)))
+        };
+        _mm512_mask_storeu_ps(out.out.add(at), mask, v);
+    }
+}
+
 /// # Safety
 /// See [`super::Isa::conv_f32`] (AVX-512F present).
 pub(crate) unsafe fn conv_f32(b: &F32Block, spans: &[Span], out: OutPlanes) {
@@ -91,10 +111,7 @@ unsafe fn f32_tile<const NV: usize, const KS: usize>(b: &F32Block, spans: &[Span
     for (o, row) in acc.iter().enumerate().take(out.oc_valid.min(OCB)) {
         for (j, span) in spans.iter().enumerate().take(NV) {
             // SAFETY: the caller guarantees `span.lanes` outputs at this position are ours.
-            unsafe {
-                let dst = out.out.add(o * out.out_plane + span.output);
-                _mm512_mask_storeu_ps(dst, lane_mask(span.lanes), row[j]);
-            }
+            unsafe { store(out, o * out.out_plane + span.output, span.lanes, row[j]) }
         }
     }
 }
@@ -153,10 +170,46 @@ unsafe fn i8_tile<const NV: usize>(b: &I8Block, spans: &[Span], out: OutPlanes) 
         for (j, span) in spans.iter().enumerate().take(NV) {
             let y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(row[j]), scale, bias);
             // SAFETY: the caller guarantees `span.lanes` outputs at this position are ours.
-            unsafe {
-                let dst = out.out.add(o * out.out_plane + span.output);
-                _mm512_mask_storeu_ps(dst, lane_mask(span.lanes), y);
-            }
+            unsafe { store(out, o * out.out_plane + span.output, span.lanes, y) }
         }
     }
+}
+
+/// [`super::quantize_rows_body`] sixteen pixels at a time (the same operations in the same
+/// order, so the same codes; the last `n % 16` pixels go through the body itself).
+///
+/// # Safety
+/// AVX-512F present.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn quantize_rows(rows: [&[f32]; 4], stage: [(f32, f32); 4], inv_scale: f32, dst: &mut [u8]) {
+    let n = dst.len() / 4;
+    assert!(rows.iter().all(|r| r.len() >= n));
+    let zero = _mm512_setzero_ps();
+    let top = _mm512_set1_ps(255.0);
+    let half = _mm512_set1_ps(0.5);
+    let inv = _mm512_set1_ps(inv_scale);
+    let code = |c: usize, i: usize| {
+        // SAFETY: `i + 16 ≤ n ≤ rows[c].len()` (the loop bound and the assertion above).
+        let x = unsafe { _mm512_loadu_ps(rows[c].as_ptr().add(i)) };
+        let v = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(stage[c].0)), _mm512_set1_ps(stage[c].1));
+        // `max_ps(v, 0)` gives 0 for NaN, as `f32::max`; `min_ps` after it sees no NaN.
+        let v = _mm512_min_ps(_mm512_mul_ps(_mm512_max_ps(v, zero), inv), top);
+        _mm512_cvttps_epi32(_mm512_add_ps(v, half))
+    };
+    let mut i = 0;
+    while i + 16 <= n {
+        let packed = _mm512_or_si512(
+            _mm512_or_si512(code(0, i), _mm512_slli_epi32::<8>(code(1, i))),
+            _mm512_or_si512(_mm512_slli_epi32::<16>(code(2, i)), _mm512_slli_epi32::<24>(code(3, i))),
+        );
+        // SAFETY: bytes `4i .. 4i + 64` are inside `dst` (`i + 16 ≤ n = dst.len() / 4`).
+        unsafe { _mm512_storeu_si512(dst.as_mut_ptr().add(4 * i) as *mut __m512i, packed) };
+        i += 16;
+    }
+    super::quantize_rows_body(
+        [&rows[0][i..], &rows[1][i..], &rows[2][i..], &rows[3][i..]],
+        stage,
+        inv_scale,
+        &mut dst[4 * i..],
+    );
 }

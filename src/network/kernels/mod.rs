@@ -68,10 +68,13 @@ pub(crate) struct I8Block<'a> {
 }
 
 /// Where a kernel call writes: `oc_valid` output planes of `out_plane` values, the first at
-/// `out`; spans' `output` offsets are within a plane.
+/// `out`; spans' `output` offsets are within a plane. When `residual` is not null, it has
+/// the layout of `out` and each output is `convolution + residual` (the residual connection
+/// of the network's blocks, which tract would otherwise add in a pass of its own).
 #[derive(Clone, Copy)]
 pub(crate) struct OutPlanes {
     pub out: *mut f32,
+    pub residual: *const f32,
     pub out_plane: usize,
     pub oc_valid: usize,
 }
@@ -181,7 +184,8 @@ impl Isa {
     /// `spans` follow the padded layout of the module docs for this set's `f32_shape()`
     /// (every full-vector read of every tap inside `block.input`, `block.weights` holding
     /// `cin · 9 · ocb` values); `out` is valid for writes at `o · out_plane + span.output + l`
-    /// for `o < oc_valid ≤ ocb`, `l < span.lanes ≤ lanes`, and no other thread touches them.
+    /// for `o < oc_valid ≤ ocb`, `l < span.lanes ≤ lanes`, and no other thread touches them;
+    /// `residual`, when not null, is valid for reads at the same offsets.
     pub(crate) unsafe fn conv_f32(self, block: &F32Block, spans: &[Span], out: OutPlanes) {
         // SAFETY: forwarded from this function's contract.
         unsafe {
@@ -216,3 +220,78 @@ impl Isa {
 
 #[cfg(test)]
 mod tests;
+
+/// The input stage of one row: `relu(x · scale + shift)` (no fused multiply-add, so every
+/// instruction set gives the values tract's `Mul`, `Add` and `Max` would).
+#[inline(always)]
+fn stage_row_body(scale: f32, shift: f32, relu: bool, row: &[f32], dst: &mut [f32]) {
+    if relu {
+        for (d, x) in dst.iter_mut().zip(row) {
+            *d = (*x * scale + shift).max(0.0);
+        }
+    } else {
+        for (d, x) in dst.iter_mut().zip(row) {
+            *d = *x * scale + shift;
+        }
+    }
+}
+
+/// Four rows (four channels) through the stage and a ReLU, then to u8 codes
+/// `trunc(min(x · inv_scale, 255) + 0.5)` (NaN to 0), interleaved: pixel `i` is bytes
+/// `4i..4i + 4` of `dst`, channel order.
+#[inline(always)]
+pub(crate) fn quantize_rows_body(rows: [&[f32]; 4], stage: [(f32, f32); 4], inv_scale: f32, dst: &mut [u8]) {
+    let n = dst.len() / 4;
+    let code = |x: f32, (s, t): (f32, f32)| -> u32 {
+        // `as` saturates and sends NaN to 0; the value is ≥ 0 after the max, so + 0.5 rounds.
+        (((x * s + t).max(0.0) * inv_scale).min(255.0) + 0.5) as u8 as u32
+    };
+    let (r0, r1, r2, r3) = (&rows[0][..n], &rows[1][..n], &rows[2][..n], &rows[3][..n]);
+    for (i, d) in dst.chunks_exact_mut(4).enumerate() {
+        let v = code(r0[i], stage[0])
+            | code(r1[i], stage[1]) << 8
+            | code(r2[i], stage[2]) << 16
+            | code(r3[i], stage[3]) << 24;
+        d.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn stage_row_avx512(scale: f32, shift: f32, relu: bool, row: &[f32], dst: &mut [f32]) {
+    stage_row_body(scale, shift, relu, row, dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn stage_row_avx2(scale: f32, shift: f32, relu: bool, row: &[f32], dst: &mut [f32]) {
+    stage_row_body(scale, shift, relu, row, dst)
+}
+
+
+impl Isa {
+    /// `dst[i] = relu?(row[i] · scale + shift)`, compiled for this instruction set (the same
+    /// values on every set: the body is one portable loop, the scalar one is its twin).
+    pub(crate) fn stage_row(self, scale: f32, shift: f32, relu: bool, row: &[f32], dst: &mut [f32]) {
+        match self {
+            // SAFETY: `self` is a set this CPU has (it came from `available_f32/_i8`).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { stage_row_avx512(scale, shift, relu, row, dst) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { stage_row_avx2(scale, shift, relu, row, dst) },
+            _ => stage_row_body(scale, shift, relu, row, dst),
+        }
+    }
+
+    /// Four channels' rows to interleaved u8 codes (see the module docs), compiled for this
+    /// instruction set.
+    pub(crate) fn quantize_rows(self, rows: [&[f32]; 4], stage: [(f32, f32); 4], inv_scale: f32, dst: &mut [u8]) {
+        match self {
+            // SAFETY: `self` is a set this CPU has (it came from `available_i8`).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::quantize_rows(rows, stage, inv_scale, dst) },
+            _ => quantize_rows_body(rows, stage, inv_scale, dst),
+        }
+    }
+}

@@ -83,12 +83,17 @@ unsafe fn f32_tile<const NV: usize, const KS: usize>(b: &F32Block, spans: &[Span
         for (j, span) in spans.iter().enumerate().take(NV) {
             // SAFETY: the caller guarantees `span.lanes` outputs at this position are ours.
             unsafe {
-                let dst = out.out.add(o * out.out_plane + span.output);
+                let at = o * out.out_plane + span.output;
+                let dst = out.out.add(at);
+                let mut tmp = [0f32; LANES];
+                if !out.residual.is_null() {
+                    std::ptr::copy_nonoverlapping(out.residual.add(at), tmp.as_mut_ptr(), span.lanes);
+                }
+                let v = if out.residual.is_null() { row[j] } else { vaddq_f32(row[j], vld1q_f32(tmp.as_ptr())) };
                 if span.lanes >= LANES {
-                    vst1q_f32(dst, row[j]);
+                    vst1q_f32(dst, v);
                 } else {
-                    let mut tmp = [0f32; LANES];
-                    vst1q_f32(tmp.as_mut_ptr(), row[j]);
+                    vst1q_f32(tmp.as_mut_ptr(), v);
                     std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, span.lanes);
                 }
             }

@@ -33,8 +33,13 @@ pub(crate) unsafe fn conv_f32(b: &F32Block, spans: &[Span], out: OutPlanes) {
                         acc += x * b.weights[(ic * taps + t) * ocb + o];
                     }
                 }
-                // SAFETY: the caller guarantees this output position is writable and ours.
-                unsafe { *out.out.add(o * out.out_plane + s.output + l) = acc };
+                let at = o * out.out_plane + s.output + l;
+                // SAFETY: the caller guarantees this output position is writable and ours, and
+                // readable in a non-null residual.
+                unsafe {
+                    let r = if out.residual.is_null() { 0.0 } else { *out.residual.add(at) };
+                    *out.out.add(at) = if out.residual.is_null() { acc } else { acc + r };
+                }
             }
         }
     }
@@ -60,8 +65,12 @@ pub(crate) unsafe fn conv_i8(b: &I8Block, spans: &[Span], out: OutPlanes) {
                     }
                 }
                 let v = acc as f32 * b.scale[o] + b.bias[o];
-                // SAFETY: the caller guarantees this output position is writable and ours.
-                unsafe { *out.out.add(o * out.out_plane + s.output + l) = v };
+                let at = o * out.out_plane + s.output + l;
+                // SAFETY: as in `conv_f32`.
+                unsafe {
+                    let r = if out.residual.is_null() { 0.0 } else { *out.residual.add(at) };
+                    *out.out.add(at) = if out.residual.is_null() { v } else { v + r };
+                }
             }
         }
     }

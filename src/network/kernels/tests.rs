@@ -101,7 +101,7 @@ fn f32_kernels_match_a_plain_convolution_on_odd_sizes() {
                 for relu in [false, true] {
                     let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(relu), isa).unwrap();
                     let mut out = vec![f32::NAN; cout * h * wd];
-                    conv.forward(&x, (1, h, wd), &mut out, &Executor::SingleThread).unwrap();
+                    conv.forward(&x, (1, h, wd), None, &mut out, &Executor::SingleThread).unwrap();
                     let want = reference(&x, &w, &b, cin, cout, h, wd, relu);
                     // f32 sums of up to 128 · 9 products of magnitude ≤ 1.
                     let tol = 1e-6 * (cin * 9) as f32 + 1e-5;
@@ -128,7 +128,7 @@ fn f32_kernels_run_1x1_projections_with_a_batch_norm_in_front() {
             };
             let conv = DirectConv::new_f32(&w, &b, (cin, cout, 1), stage.clone(), isa).unwrap();
             let mut out = vec![f32::NAN; cout * h * wd];
-            conv.forward(&x, (1, h, wd), &mut out, &Executor::multithread(2)).unwrap();
+            conv.forward(&x, (1, h, wd), None, &mut out, &Executor::multithread(2)).unwrap();
             let want = reference_ks(&x, &w, &b, (cin, cout, 1), h, wd, &stage);
             let d = max_abs_diff(&out, &want);
             assert!(d <= 1e-5 * cin as f32 + 1e-5, "{isa:?} 1×1 {cin}→{cout} {h}×{wd}: {d}");
@@ -147,9 +147,9 @@ fn f32_kernels_cover_both_sides_of_every_row() {
     for isa in Isa::available_f32() {
         let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), isa).unwrap();
         let mut one = vec![f32::NAN; 2 * cout * h * wd];
-        conv.forward(&x, (2, h, wd), &mut one, &Executor::SingleThread).unwrap();
+        conv.forward(&x, (2, h, wd), None, &mut one, &Executor::SingleThread).unwrap();
         let mut two = vec![f32::NAN; 2 * cout * h * wd];
-        conv.forward(&x, (2, h, wd), &mut two, &Executor::multithread(2)).unwrap();
+        conv.forward(&x, (2, h, wd), None, &mut two, &Executor::multithread(2)).unwrap();
         assert_eq!(one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), two.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{isa:?}");
         for img in 0..2 {
             let want = reference(&x[img * cin * h * wd..(img + 1) * cin * h * wd], &w, &b, cin, cout, h, wd, true);
@@ -173,7 +173,7 @@ fn int8_kernels_match_the_scalar_int8_kernel_and_stay_near_f32() {
                 .with_int8(&w, scale, Isa::Scalar)
                 .unwrap();
             let mut want = vec![f32::NAN; cout * h * wd];
-            scalar.forward(&x, (1, h, wd), &mut want, &Executor::SingleThread).unwrap();
+            scalar.forward(&x, (1, h, wd), None, &mut want, &Executor::SingleThread).unwrap();
             // Quantization error: half a code (1/510) on each input, half a weight step
             // (max |w| / 254) on each weight, over cin · 9 products.
             let exact = reference(&x, &w, &b, cin, cout, h, wd, true);
@@ -186,7 +186,7 @@ fn int8_kernels_match_the_scalar_int8_kernel_and_stay_near_f32() {
                     .with_int8(&w, scale, isa)
                     .unwrap();
                 let mut out = vec![f32::NAN; cout * h * wd];
-                conv.forward(&x, (1, h, wd), &mut out, &Executor::multithread(2)).unwrap();
+                conv.forward(&x, (1, h, wd), None, &mut out, &Executor::multithread(2)).unwrap();
                 // Same integer sums; only the final multiply-add may round differently.
                 let d = max_abs_diff(&out, &want);
                 assert!(d <= 1e-5, "{isa:?} int8 {cin}→{cout} {h}×{wd}: {d}");
@@ -214,9 +214,9 @@ fn int8_saturates_large_activations_and_reads_nan_as_zero() {
             .with_int8(&w, 1.0 / 255.0, isa)
             .unwrap();
         let mut out = vec![f32::NAN; cout * h * wd];
-        conv.forward(&x, (1, h, wd), &mut out, &Executor::SingleThread).unwrap();
+        conv.forward(&x, (1, h, wd), None, &mut out, &Executor::SingleThread).unwrap();
         let mut want = vec![f32::NAN; cout * h * wd];
-        conv.forward(&clean, (1, h, wd), &mut want, &Executor::SingleThread).unwrap();
+        conv.forward(&clean, (1, h, wd), None, &mut want, &Executor::SingleThread).unwrap();
         assert_eq!(out, want, "{isa:?}");
     }
 }
@@ -226,4 +226,63 @@ fn the_dispatch_offers_the_scalar_kernels_everywhere() {
     assert_eq!(Isa::available_f32()[0], Isa::Scalar);
     assert_eq!(Isa::available_i8()[0], Isa::Scalar);
     assert!(Isa::available_f32().contains(&Isa::best_f32()));
+}
+
+#[test]
+fn quantized_rows_are_the_same_codes_on_every_instruction_set() {
+    let n = 37;
+    let mut rows: Vec<Vec<f32>> = (0..4).map(|c| values(n, 1200 + c).iter().map(|v| v * 3.0).collect()).collect();
+    rows[1][5] = f32::NAN;
+    rows[2][6] = f32::INFINITY;
+    rows[3][7] = f32::NEG_INFINITY;
+    rows[0][20] = 1e30;
+    let stage = [(1.5, 0.25), (0.5, -0.1), (1.0, 0.0), (0.0, 0.0)];
+    let r = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+    let mut want = vec![0u8; 4 * n];
+    Isa::Scalar.quantize_rows(r, stage, 40.0, &mut want);
+    assert_eq!(want[4 * 5 + 1], 0, "NaN");
+    assert_eq!(want[4 * 6 + 2], 255, "+inf saturates");
+    assert_eq!(want[4 * 20], 255, "large values saturate");
+    assert!(want.chunks(4).all(|p| p[3] == 0), "a zero stage gives zero codes");
+    for isa in Isa::available_i8().into_iter().chain(Isa::available_f32()) {
+        let mut got = vec![7u8; 4 * n];
+        isa.quantize_rows(r, stage, 40.0, &mut got);
+        assert_eq!(got, want, "{isa:?}");
+        let mut a = vec![0f32; n];
+        let mut b = vec![0f32; n];
+        Isa::Scalar.stage_row(1.5, 0.25, true, &rows[0], &mut a);
+        isa.stage_row(1.5, 0.25, true, &rows[0], &mut b);
+        assert_eq!(a, b, "{isa:?}");
+    }
+}
+
+#[test]
+fn every_kernel_adds_the_residual_connection() {
+    let (cin, cout, h, wd) = (16, 24, 6, 21);
+    let x = values(cin * h * wd, 1300);
+    let w = values(cout * cin * 9, 1301);
+    let b = values(cout, 1302);
+    let r = values(cout * h * wd, 1303);
+    let mut plain = vec![0f32; cout * h * wd];
+    let scalar = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), Isa::Scalar).unwrap();
+    scalar.forward(&x, (1, h, wd), None, &mut plain, &Executor::SingleThread).unwrap();
+    for isa in Isa::available_f32() {
+        let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), isa).unwrap();
+        let mut out = vec![f32::NAN; cout * h * wd];
+        conv.forward(&x, (1, h, wd), Some(&r), &mut out, &Executor::SingleThread).unwrap();
+        let want: Vec<f32> = plain.iter().zip(&r).map(|(a, b)| a + b).collect();
+        assert!(max_abs_diff(&out, &want) < 1e-4, "{isa:?}");
+    }
+    for isa in Isa::available_i8() {
+        let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), Isa::Scalar)
+            .unwrap()
+            .with_int8(&w, 1.0 / 255.0, isa)
+            .unwrap();
+        let mut alone = vec![f32::NAN; cout * h * wd];
+        conv.forward(&x, (1, h, wd), None, &mut alone, &Executor::SingleThread).unwrap();
+        let mut out = vec![f32::NAN; cout * h * wd];
+        conv.forward(&x, (1, h, wd), Some(&r), &mut out, &Executor::SingleThread).unwrap();
+        let want: Vec<f32> = alone.iter().zip(&r).map(|(a, b)| a + b).collect();
+        assert_eq!(out, want, "{isa:?} int8");
+    }
 }

@@ -3,11 +3,13 @@
 //! images, per modality too, and for `--diameter auto` the estimated diameter against the
 //! ground-truth median diameter.
 //!
-//! cargo run --release --example evaluate -- MODEL DIR [default|true|auto] [THREADS] [tta]
+//! cargo run --release --example evaluate -- MODEL DIR [default|true|auto] [THREADS] [tta|plain] [auto|f32|tract]
 //!
-//! `tta` turns on test-time augmentation (`Params::augment`: flipped, overlapping tiles).
+//! `tta` turns on test-time augmentation (`Params::augment`: flipped, overlapping tiles); the
+//! last argument picks the code of the convolutions (`Model::with_convolution`: `tract` is
+//! tract's own, the comparison for the direct convolution; `f32` runs an int8 file in f32).
 use cellpose::metrics::average_precision;
-use cellpose::{Diameter, ImageView, Model, Params, Segmenter};
+use cellpose::{Convolution, Diameter, ImageView, Model, Params, Segmenter};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -42,6 +44,13 @@ fn main() {
     let mode = a.get(3).map(String::as_str).unwrap_or("default");
     let threads: usize = a.get(4).map(|s| s.parse().unwrap()).unwrap_or(1);
     let augment = a.get(5).map(String::as_str) == Some("tta");
+    let model = match a.get(6).map(String::as_str) {
+        None | Some("auto") => model,
+        Some("f32") => model.with_convolution(Convolution::F32),
+        Some("tract") => model.with_convolution(Convolution::Tract),
+        Some(other) => panic!("unknown convolution {other}: auto, f32 or tract"),
+    };
+    eprintln!("convolution {:?}, int8 model {}", model.convolution(), model.is_int8());
     let split = dir.file_name().unwrap().to_str().unwrap();
     let manifest =
         std::fs::read_to_string(dir.parent().unwrap().join(format!("manifest_{split}.csv")))

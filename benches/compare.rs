@@ -7,7 +7,10 @@
 //!   median of `--repeats` after one warm-up frame; with `--dump-flows DIR` also writes the
 //!   flows of each image for the reference dynamics and times `MaskFormation::labels` on them.
 //! - `scale`: the same on the `side` crops, for `--threads`.
-//! - `network`: the network alone on `--batch`×2×`--side`×`--side` (`network::time_plan`).
+//! - `network`: the network alone on `--batch`×2×`--side`×`--side` (`network::time_plan`);
+//!   `--convolution tract` runs tract's own convolution instead of ours (engine `tract-conv`).
+//! - `conv`: our 3×3 convolution alone on the U-Net's layer shapes (16 channels at 224 px …
+//!   128 at 28 px), f32 and int8 (`network::time_convolution`), with its GFLOP/s.
 //! - `flows`: flows of `--model` against `--baseline` on real images (int8 accuracy).
 //! - `loop`: `--frames` frames of one image through one session: median and p99 latency,
 //!   heap allocations per frame after warm-up (counting allocator), peak RSS (VmHWM).
@@ -353,13 +356,17 @@ fn cmd_e2e(o: &Opts, kind_tag: &str) {
 fn cmd_network(o: &Opts) {
     let out = PathBuf::from(o.get("out"));
     let model = Model::load(o.get("model")).expect("model");
+    let (model, engine) = match o.opt("convolution") {
+        Some("tract") => (model.with_convolution(cellpose::Convolution::Tract), "tract-conv"),
+        _ => (model, "ours"),
+    };
     let (batch, side, threads) = (o.num("batch", 1), o.num("side", 224), o.num("threads", 2));
     let repeats = o.num("repeats", 10);
     // time_plan optimises the plan, then times every run: drop the first as warm-up.
     let times = cellpose::network::time_plan(&model, batch, side, side, threads, repeats + 1)
         .expect("network");
     Rec::new("network")
-        .s("engine", "tract")
+        .s("engine", engine)
         .s("precision", o.get("label"))
         .s("model", o.get("model"))
         .n("batch", batch)
@@ -371,6 +378,31 @@ fn cmd_network(o: &Opts) {
             times[1..].iter().copied().fold(f64::INFINITY, f64::min),
         )
         .emit(&out);
+}
+
+fn cmd_conv(o: &Opts) {
+    let out = PathBuf::from(o.get("out"));
+    let threads = o.num("threads", 2);
+    let repeats = o.num("repeats", 10);
+    // The light U-Net's 3×3 layers at a 224-px tile: channels double as the side halves.
+    for (channels, side) in [(16, 224), (32, 112), (64, 56), (128, 28)] {
+        for int8 in [false, true] {
+            let (times, isa, precision) =
+                cellpose::network::time_convolution((channels, channels), side, int8, threads, repeats + 1)
+                    .expect("convolution");
+            let seconds = median(&times[1..]);
+            let flops = 2.0 * (channels * channels * 9 * side * side) as f64;
+            Rec::new("conv")
+                .s("precision", if int8 { "int8" } else { "fp32" })
+                .s("kernel", &format!("{isa:?} {precision:?}"))
+                .n("channels", channels)
+                .n("side", side)
+                .n("threads", threads)
+                .n("seconds", seconds)
+                .n("gflops", flops / seconds / 1e9)
+                .emit(&out);
+        }
+    }
 }
 
 fn cmd_loop(o: &Opts) {
@@ -511,6 +543,7 @@ fn main() {
         "e2e" => cmd_e2e(&o, "e2e"),
         "scale" => cmd_e2e(&o, "scale"),
         "network" => cmd_network(&o),
+        "conv" => cmd_conv(&o),
         "loop" => cmd_loop(&o),
         "flows" => cmd_flows(&o),
         other => {

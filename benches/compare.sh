@@ -85,14 +85,22 @@ log "ours: end to end + dynamics (fp32), end to end (int8)"
 bench e2e $M --model "$MODEL_FP32" --label fp32 --threads "$THREADS" --repeats $REPEATS --kinds $KINDS --dump-flows "$WORK/flows"
 bench e2e $M --model "$MODEL_INT8" --label int8 --threads "$THREADS" --repeats $REPEATS --kinds $KINDS
 
-log "ours: network alone"
+log "ours: network alone (and tract's own convolution on the fp32 file, batch 1)"
 for b in 1 8; do
     for t in 1 "$THREADS"; do
         for p in fp32 int8; do
             m=$([[ $p == fp32 ]] && echo "$MODEL_FP32" || echo "$MODEL_INT8")
             bench network --model "$m" --label $p --batch $b --side 224 --threads $t --repeats $([[ $b == 1 ]] && echo 10 || echo 3)
         done
+        if [[ $b == 1 ]]; then
+            bench network --model "$MODEL_FP32" --label fp32 --convolution tract --batch 1 --side 224 --threads $t --repeats 10
+        fi
     done
+done
+
+log "ours: the 3×3 convolution alone, per layer shape"
+for t in 1 "$THREADS"; do
+    bench conv --threads $t --repeats 10
 done
 
 log "ours: scaling by side and threads"

@@ -403,6 +403,32 @@ def report(args):
                  f"{fmt_ms(r['seconds'])} | {fmt_ms(per_tile)} | {gf:.1f} | {100 * gf / peak:.1f} | "
                  f"{ratio(r['seconds'], ortr['seconds'] if ortr else None)} |")
     L.append("")
+    L.append("Engines: `ours` is the pipeline's network, tract with our direct convolution "
+             "(`src/network/conv.rs`; int8 computes in int8 where the CPU has AVX-512 VNNI); "
+             "`tract-conv` is tract's own convolution on the same file, for comparison.\n")
+
+    def net(engine, precision, threads):
+        return next((r["seconds"] for r in nets if r["engine"] == engine and r["precision"] == precision
+                     and r["batch"] == 1 and r["threads"] == threads), None)
+    t = meta["threads"]
+    of, oq, rf = net("ours", "fp32", t), net("ours", "int8", t), net("onnxruntime", "fp32", t)
+    if of and oq and rf:
+        L.append(f"Batch 1, {t} threads: ours fp32 / onnxruntime fp32 = {of / rf:.2f}; "
+                 f"ours int8 / ours fp32 = {oq / of:.2f}.\n")
+
+    convs = [r for r in recs if r["kind"] == "conv"]
+    if convs:
+        cpus = int(m["cpus"]) if str(m["cpus"]).isdigit() else 1
+        L.append("Our 3×3 convolution alone (`cargo bench --bench compare -- conv`), the U-Net's layer "
+                 "shapes (C → C channels at side × side), ReLU input stage and padding included; int8 "
+                 "GFLOP/s count an int8 multiply-add as 2 operations, % of the fp32 peak of the threads used:\n")
+        L.append("| channels | side | threads | precision | kernel | ms | GFLOP/s | % of fp32 peak |")
+        L.append("|---:|---:|---:|---|---|---:|---:|---:|")
+        for r in sorted(convs, key=lambda r: (r["threads"], r["side"] * -1, r["precision"])):
+            p = peak * r["threads"] / cpus
+            L.append(f"| {r['channels']} | {r['side']} | {r['threads']} | {r['precision']} | {r['kernel']} | "
+                     f"{fmt_ms(r['seconds'])} | {r['gflops']:.0f} | {100 * r['gflops'] / p:.0f} |")
+        L.append("")
 
     # 3. Dynamics
     L.append("## 3. Dynamics + masks alone, same flows (ms)\n")
@@ -474,14 +500,14 @@ def report(args):
         rs = [r["seconds"] / r["batch"] for r in nets if r["engine"] == engine and r["precision"] == shipped
               and r["batch"] in batches and r["threads"] == meta["threads"]]
         return min(rs) if rs else None
-    tr, orr = per_tile("tract", (1,)), per_tile("onnxruntime", (1, 8))
+    tr, orr = per_tile("ours", (1,)), per_tile("onnxruntime", (1, 8))
     y = tr / orr if tr and orr else float("nan")
     z = float(np.median(shares)) if shares else float("nan")
     lp = next((r for r in loops if r["model"] == shipped), loops[0] if loops else None)
     nal = lp["allocs_per_frame"] if lp else float("nan")
     L.append("## Summary\n")
     L.append(f"Shipped model for the summary: {shipped}. X = Σ reference / Σ ours end to end over the "
-             f"table-1 images ({tot_ref_s:.2f} s / {tot_ship:.2f} s); Y = tract per tile at batch 1 "
+             f"table-1 images ({tot_ref_s:.2f} s / {tot_ship:.2f} s); Y = ours per tile at batch 1 "
              f"(the pipeline's) / onnxruntime per tile at its faster batch (1 or 8), 224×224, {meta['threads']} threads; Z = median share over the dynamics images; N from the "
              f"frame loop.\n")
     summary = (f"end_to_end_speedup={x:.2f} network_vs_ort={y:.2f} dynamics_share={z:.3f} "

@@ -224,11 +224,6 @@ impl DirectConv {
         }
     }
 
-    /// Multiply-adds of one image of `height × width`.
-    pub fn multiply_adds(&self, height: usize, width: usize) -> usize {
-        self.cin * self.cout * self.ks * self.ks * height * width
-    }
-
     /// Convolves `input` (`n × cin × height × width`) into `out` (`n × cout × height ×
     /// width`), on the threads of `executor`; with a `residual` of the output's shape, `out`
     /// is `convolution + residual`.

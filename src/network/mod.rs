@@ -265,6 +265,49 @@ fn run_grid(
     Ok(())
 }
 
+/// Times our direct 3×3 convolution alone (`cin → cout` channels, ReLU input stage, random
+/// weights, one `side × side` image) `repeats` times on `threads` threads, in int8 when
+/// `int8` and the CPU has int8 kernels, and returns the wall time of each run in seconds with
+/// the kernel's instruction set and precision. For benchmarks (GFLOP/s per layer shape).
+#[doc(hidden)]
+pub fn time_convolution(
+    (cin, cout): (usize, usize),
+    side: usize,
+    int8: bool,
+    threads: usize,
+    repeats: usize,
+) -> Result<(Vec<f64>, Isa, Precision), ModelError> {
+    let err = |e: TractError| ModelError::Run(format!("{e:#}"));
+    let weights: Vec<f32> = (0..cout * cin * 9)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let bias = vec![0.1; cout];
+    let stage = conv::InputStage { relu: true, ..Default::default() };
+    let mut direct =
+        conv::DirectConv::new_f32(&weights, &bias, (cin, cout, 3), stage, Isa::best_f32()).map_err(err)?;
+    if int8 && let Some(isa) = Isa::best_i8() {
+        direct = direct.with_int8(&weights, 1.0 / 255.0, isa).map_err(err)?;
+    }
+    let input: Vec<f32> = (0..cin * side * side)
+        .map(|i| ((i * 104729) % 1000) as f32 / 1000.0)
+        .collect();
+    let mut out = vec![0f32; cout * side * side];
+    let executor = if threads > 1 {
+        tract_linalg::multithread::Executor::multithread(threads)
+    } else {
+        tract_linalg::multithread::Executor::SingleThread
+    };
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        let t = std::time::Instant::now();
+        direct
+            .forward(&input, (1, side, side), None, &mut out, &executor)
+            .map_err(err)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok((times, direct.isa(), direct.precision()))
+}
+
 /// Runs the network `repeats` times on a `batch × 2 × height × width` input of a fixed
 /// pattern and returns the wall time of each run in seconds (the plan is optimised before
 /// the first timed run). For benchmarks.

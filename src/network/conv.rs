@@ -38,28 +38,97 @@ const MIN_UNITS: usize = 32;
 const I8_MAX: f32 = 127.0;
 
 /// What is applied to the input, per channel, before the convolution:
-/// `relu(x · scale[c] + shift[c])` (each part optional), in that order and without a fused
-/// multiply-add, so the values are those tract's `Mul`, `Add` and `Max` would have made.
+/// `relu((resample(x) + pre[n, c]) · scale[c] + shift[c])` (each part optional), in that
+/// order and without a fused multiply-add, so the values are those tract's `MaxPool` or
+/// `Resize`, `Add`, `Mul`, `Add` and `Max` would have made. `pre` is an input of the op (the
+/// style features the upsampling blocks add, `N × C × 1 × 1`); the rest is fixed at load.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct InputStage {
+    pub resample: Resample,
+    pub pre_add: bool,
     pub scale: Option<Vec<f32>>,
     pub shift: Option<Vec<f32>>,
     pub relu: bool,
 }
 
+/// The change of size between the op's input and the convolution's (the U-Net's down- and
+/// upsampling, read on the fly instead of written by tract as a tensor of its own).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Resample {
+    #[default]
+    None,
+    /// 2×2 max pooling, stride 2, no padding (`torch.nn.MaxPool2d(2)`): `⌊h / 2⌋ × ⌊w / 2⌋`.
+    MaxPool2,
+    /// Nearest-neighbour ×2 (`torch.nn.Upsample(scale_factor=2, mode="nearest")`): `2h × 2w`.
+    Nearest2,
+}
+
+impl Resample {
+    /// The convolution's input size for an op input of `height × width`.
+    pub fn dims(self, height: usize, width: usize) -> (usize, usize) {
+        match self {
+            Resample::None => (height, width),
+            Resample::MaxPool2 => (height / 2, width / 2),
+            Resample::Nearest2 => (2 * height, 2 * width),
+        }
+    }
+}
+
 impl InputStage {
-    /// Channel `c`'s scale and shift. A missing scale is 1 and a missing shift 0, which give
-    /// the same values (`x · 1 + 0 = x`, up to the sign of a zero), so each row is one
+    /// Channel `c`'s pre-add, scale and shift. Missing parts are 0, 1 and 0, which give the
+    /// same values (`(x + 0) · 1 + 0 = x`, up to the sign of a zero), so each row is one
     /// branch-free loop the compiler vectorises.
-    fn affine(&self, c: usize) -> (f32, f32) {
+    fn affine(&self, pre: Option<&[f32]>, c: usize) -> (f32, f32, f32) {
         (
+            pre.map_or(0.0, |p| p[c]),
             self.scale.as_ref().map_or(1.0, |v| v[c]),
             self.shift.as_ref().map_or(0.0, |v| v[c]),
         )
     }
 
     fn is_identity(&self) -> bool {
-        self.scale.is_none() && self.shift.is_none() && !self.relu
+        !self.pre_add && self.scale.is_none() && self.shift.is_none() && !self.relu
+    }
+}
+
+/// One image of the op's input: `cin × height × width` values before the stage, and the
+/// image's pre-add values (`cin`).
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    data: &'a [f32],
+    height: usize,
+    width: usize,
+    resample: Resample,
+    pre: Option<&'a [f32]>,
+}
+
+/// Output pixels handled per chunk of a row when the input is resampled or quantized.
+const CHUNK: usize = 64;
+
+impl Source<'_> {
+    /// Pixels `x0 .. x0 + n` (`n ≤ CHUNK`) of row `y` of channel `c` of the convolution's
+    /// input before the affine stage: a slice of the data, or the resampled values in `tmp`.
+    fn row<'t>(&'t self, c: usize, y: usize, x0: usize, n: usize, tmp: &'t mut [f32; CHUNK]) -> &'t [f32] {
+        let (h, w) = (self.height, self.width);
+        let plane = &self.data[c * h * w..(c + 1) * h * w];
+        match self.resample {
+            Resample::None => &plane[y * w + x0..y * w + x0 + n],
+            Resample::MaxPool2 => {
+                let (r0, r1) = (&plane[2 * y * w..(2 * y + 1) * w], &plane[(2 * y + 1) * w..(2 * y + 2) * w]);
+                for (i, t) in tmp[..n].iter_mut().enumerate() {
+                    let x = 2 * (x0 + i);
+                    *t = r0[x].max(r0[x + 1]).max(r1[x].max(r1[x + 1]));
+                }
+                &tmp[..n]
+            }
+            Resample::Nearest2 => {
+                let r = &plane[(y / 2) * w..(y / 2 + 1) * w];
+                for (i, t) in tmp[..n].iter_mut().enumerate() {
+                    *t = r[(x0 + i) / 2];
+                }
+                &tmp[..n]
+            }
+        }
     }
 }
 
@@ -224,24 +293,38 @@ impl DirectConv {
         }
     }
 
-    /// Convolves `input` (`n × cin × height × width`) into `out` (`n × cout × height ×
-    /// width`), on the threads of `executor`; with a `residual` of the output's shape, `out`
-    /// is `convolution + residual`.
+    /// The output size (`n × cout × height × width`) for an input of `n × cin × in_height ×
+    /// in_width` (they differ when the input stage resamples).
+    pub fn output_dims(&self, in_height: usize, in_width: usize) -> (usize, usize) {
+        self.input.resample.dims(in_height, in_width)
+    }
+
+    /// Convolves `stage(input)` (`input`: `n × cin × in_height × in_width`) into `out`
+    /// (`n × cout × height × width`, see [`DirectConv::output_dims`]), on the threads of
+    /// `executor`. `pre` (`n × cin`) is the stage's pre-add when it has one; with a
+    /// `residual` of the output's shape, `out` is `convolution + residual`.
     pub fn forward(
         &self,
         input: &[f32],
-        (n, height, width): (usize, usize, usize),
-        residual: Option<&[f32]>,
+        (n, in_height, in_width): (usize, usize, usize),
+        (pre, residual): (Option<&[f32]>, Option<&[f32]>),
         out: &mut [f32],
         executor: &Executor,
     ) -> TractResult<()> {
         let (cin, cout) = (self.cin, self.cout);
-        let hw = height * width;
+        let (height, width) = self.output_dims(in_height, in_width);
+        let (hw, in_hw) = (height * width, in_height * in_width);
         ensure!(
-            input.len() == n * cin * hw && out.len() == n * cout * hw,
-            "convolution {cin}→{cout} on {n}×{height}×{width}: {} inputs, {} outputs",
+            input.len() == n * cin * in_hw && out.len() == n * cout * hw,
+            "convolution {cin}→{cout} on {n}×{in_height}×{in_width}: {} inputs, {} outputs",
             input.len(),
             out.len()
+        );
+        ensure!(
+            pre.map(|p| p.len()) == self.input.pre_add.then_some(n * cin),
+            "convolution {cin}→{cout}: {} pre-add values for a stage that {} them",
+            pre.map_or(0, |p| p.len()),
+            if self.input.pre_add { "needs" } else { "has none of" }
         );
         ensure!(
             residual.is_none_or(|r| r.len() == out.len()),
@@ -253,7 +336,13 @@ impl DirectConv {
             return Ok(());
         }
         for b in 0..n {
-            let src = &input[b * cin * hw..(b + 1) * cin * hw];
+            let src = Source {
+                data: &input[b * cin * in_hw..(b + 1) * cin * in_hw],
+                height: in_height,
+                width: in_width,
+                resample: self.input.resample,
+                pre: pre.map(|p| &p[b * cin..(b + 1) * cin]),
+            };
             let image = b * cout * hw..(b + 1) * cout * hw;
             let res = residual.map(|r| &r[image.clone()]);
             let dst = &mut out[image];
@@ -267,7 +356,7 @@ impl DirectConv {
 
     fn forward_f32(
         &self,
-        src: &[f32],
+        src: Source,
         height: usize,
         width: usize,
         residual: Option<&[f32]>,
@@ -277,7 +366,7 @@ impl DirectConv {
         let p = &self.f32;
         let geo = Geometry::new(height, width, self.ks / 2, p.shape);
         PADDED_F32.with_borrow_mut(|buffer| {
-            let padded = geo.pad_f32(src, self.cin, &self.input, p.isa, buffer, ex);
+            let padded = geo.pad_f32(&src, self.cin, &self.input, p.isa, buffer, ex);
             let out = SharedOut(dst.as_mut_ptr());
             let res = residual.map_or(std::ptr::null(), |r| r.as_ptr());
             let res = SharedResidual(res);
@@ -319,7 +408,7 @@ impl DirectConv {
     fn forward_i8(
         &self,
         q: &PackedI8,
-        src: &[f32],
+        src: Source,
         height: usize,
         width: usize,
         residual: Option<&[f32]>,
@@ -328,7 +417,7 @@ impl DirectConv {
     ) {
         let geo = Geometry::new(height, width, 1, q.shape);
         PADDED_U8.with_borrow_mut(|buffer| {
-            let padded = geo.pad_u8(src, (self.cin, q.groups), &self.input, (q.isa, 1.0 / q.input_scale), buffer, ex);
+            let padded = geo.pad_u8(&src, (self.cin, q.groups), &self.input, (q.isa, 1.0 / q.input_scale), buffer, ex);
             let out = SharedOut(dst.as_mut_ptr());
             let res = residual.map_or(std::ptr::null(), |r| r.as_ptr());
             let res = SharedResidual(res);
@@ -532,86 +621,98 @@ impl Geometry {
         }
     }
 
-    /// Copies `stage(src)` (`cin × height × width`) into the padded planes (`cin` planes of
-    /// this layout) held in `buffer`, grown as needed, and returns them.
+    /// Copies `stage(src)` into the padded planes (`cin` planes of this layout) held in
+    /// `buffer`, grown as needed, and returns them.
     fn pad_f32<'a>(
         &self,
-        src: &[f32],
+        src: &Source,
         cin: usize,
         stage: &InputStage,
         isa: Isa,
         buffer: &'a mut Vec<f32>,
         ex: &Executor,
     ) -> &'a [f32] {
-        let (h, w) = (self.height, self.width);
+        let w = self.width;
         if buffer.len() < cin * self.plane {
             buffer.resize(cin * self.plane, 0.0);
         }
         let padded = &mut buffer[..cin * self.plane];
         for_planes(ex, padded, self.plane, &|c, plane| {
+            let (pre, s, t) = stage.affine(src.pre, c);
+            let mut tmp = [0f32; CHUNK];
             self.fill_plane(plane, 1, |y, dst| {
-                let row = &src[(c * h + y) * w..(c * h + y + 1) * w];
-                if stage.is_identity() {
-                    dst.copy_from_slice(row);
-                } else {
-                    let (s, t) = stage.affine(c);
-                    isa.stage_row(s, t, stage.relu, row, dst);
+                for x0 in (0..w).step_by(CHUNK) {
+                    let n = (w - x0).min(CHUNK);
+                    let row = src.row(c, y, x0, n, &mut tmp);
+                    let d = &mut dst[x0..x0 + n];
+                    if stage.is_identity() {
+                        d.copy_from_slice(row);
+                    } else {
+                        isa.stage_row((pre, s, t), stage.relu, row, d);
+                    }
                 }
             });
         });
         padded
     }
 
-    /// Quantizes `stage(src)` (`cin × height × width`, non-negative after the stage's ReLU)
-    /// to u8 codes `round(x · inv_scale)` (saturating at 255, NaN to 0) into the padded
-    /// planes held in `buffer`: `groups` planes of this layout, each pixel four consecutive
-    /// channels, zero channels past `cin`.
+    /// Quantizes `stage(src)` (non-negative after the stage's ReLU) to u8 codes
+    /// `round(x · inv_scale)` (saturating at 255, NaN to 0) into the padded planes held in
+    /// `buffer`: `groups` planes of this layout, each pixel four consecutive channels, zero
+    /// channels past `cin`.
     fn pad_u8<'a>(
         &self,
-        src: &[f32],
+        src: &Source,
         (cin, groups): (usize, usize),
         stage: &InputStage,
         (isa, inv_scale): (Isa, f32),
         buffer: &'a mut Vec<u8>,
         ex: &Executor,
     ) -> &'a [u8] {
-        let (h, w) = (self.height, self.width);
+        let w = self.width;
         let len = groups * self.plane * 4;
         if buffer.len() < len {
             buffer.resize(len, 0);
         }
         let padded = &mut buffer[..len];
         for_planes(ex, padded, self.plane * 4, &|g, plane| {
+            // Channels past `cin` read channel 4g through a stage that zeroes it.
+            let channel = |c: usize| if 4 * g + c < cin { 4 * g + c } else { 4 * g };
+            let affine = |c: usize| {
+                if 4 * g + c < cin { stage.affine(src.pre, 4 * g + c) } else { (0.0, 0.0, 0.0) }
+            };
+            let stages = [affine(0), affine(1), affine(2), affine(3)];
+            let mut tmp = [[0f32; CHUNK]; 4];
             self.fill_plane(plane, 4, |y, dst| {
-                // Channels past `cin` read channel 4g's row through a stage that zeroes it.
-                let row = |c: usize| {
-                    let ch = if 4 * g + c < cin { 4 * g + c } else { 4 * g };
-                    &src[(ch * h + y) * w..(ch * h + y + 1) * w]
-                };
-                let affine = |c: usize| {
-                    if 4 * g + c < cin { stage.affine(4 * g + c) } else { (0.0, 0.0) }
-                };
-                isa.quantize_rows(
-                    [row(0), row(1), row(2), row(3)],
-                    [affine(0), affine(1), affine(2), affine(3)],
-                    inv_scale,
-                    dst,
-                );
+                for x0 in (0..w).step_by(CHUNK) {
+                    let n = (w - x0).min(CHUNK);
+                    let [t0, t1, t2, t3] = &mut tmp;
+                    let rows = [
+                        src.row(channel(0), y, x0, n, t0),
+                        src.row(channel(1), y, x0, n, t1),
+                        src.row(channel(2), y, x0, n, t2),
+                        src.row(channel(3), y, x0, n, t3),
+                    ];
+                    isa.quantize_rows(rows, stages, inv_scale, &mut dst[4 * x0..4 * (x0 + n)]);
+                }
             });
         });
         padded
     }
 }
 
-/// The tract op around a [`DirectConv`]: an N×C×H×W f32 input and, when the graph adds the
-/// convolution to another tensor (a residual connection), that tensor as a second input;
-/// one output.
+/// The tract op around a [`DirectConv`]: inputs the N×C×H×W f32 data, then the stage's
+/// pre-add (N×C×1×1) when it has one, then the tensor the convolution is added to (a
+/// residual connection) when `residual`; one output.
 #[derive(Debug, Clone)]
-pub struct DirectConvOp(pub Arc<DirectConv>);
+pub struct DirectConvOp {
+    pub conv: Arc<DirectConv>,
+    pub residual: bool,
+}
 
 impl PartialEq for DirectConvOp {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.conv, &other.conv) && self.residual == other.residual
     }
 }
 
@@ -623,7 +724,7 @@ impl Op for DirectConvOp {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{:?}", self.0)])
+        Ok(vec![format!("{:?}, residual {}", self.conv, self.residual)])
     }
 
     op_as_typed_op!();
@@ -633,28 +734,33 @@ impl EvalOp for DirectConvOp {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let conv = &self.conv;
         let input = &inputs[0];
         let shape = input.shape();
         ensure!(
-            shape.len() == 4 && shape[1] == self.0.cin,
+            shape.len() == 4 && shape[1] == conv.cin,
             "convolution {}→{} given an input of shape {shape:?}",
-            self.0.cin,
-            self.0.cout
+            conv.cin,
+            conv.cout
         );
-        let (n, h, w) = (shape[0], shape[2], shape[3]);
-        let src = input.try_as_plain_ram()?.as_slice::<f32>()?;
-        let residual = match inputs.get(1) {
-            Some(r) => Some(r.try_as_plain_ram()?.as_slice::<f32>()?),
-            None => None,
-        };
+        let expected = 1 + conv.input.pre_add as usize + self.residual as usize;
+        ensure!(inputs.len() == expected, "convolution given {} inputs, expected {expected}", inputs.len());
+        let (n, hs, ws) = (shape[0], shape[2], shape[3]);
+        let (h, w) = conv.output_dims(hs, ws);
+        fn slice(t: &TValue) -> TractResult<&[f32]> {
+            t.try_as_plain_ram()?.as_slice::<f32>()
+        }
+        let src = slice(input)?;
+        let pre = if conv.input.pre_add { Some(slice(&inputs[1])?) } else { None };
+        let residual = if self.residual { Some(slice(&inputs[expected - 1])?) } else { None };
         // SAFETY: every value of the output is written by `forward` (every output channel
         // of every row of every image) before the tensor is read.
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&[n, self.0.cout, h, w])? };
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&[n, conv.cout, h, w])? };
         {
             let mut view = out.try_as_plain_ram_mut()?;
             let dst = view.as_slice_mut::<f32>()?;
             let ex = tract_linalg::multithread::current_tract_executor();
-            self.0.forward(src, (n, h, w), residual, dst, &ex)?;
+            conv.forward(src, (n, hs, ws), (pre, residual), dst, &ex)?;
         }
         Ok(tvec!(out.into_tvalue()))
     }
@@ -666,16 +772,23 @@ impl TypedOp for DirectConvOp {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let s = &inputs[0].shape;
         ensure!(s.rank() == 4, "convolution on a rank-{} input", s.rank());
-        Ok(tvec!(f32::fact([s[0].clone(), self.0.cout.to_dim(), s[2].clone(), s[3].clone()])))
+        let (h, w) = match self.conv.input.resample {
+            Resample::None => (s[2].clone(), s[3].clone()),
+            Resample::MaxPool2 => (s[2].clone() / 2, s[3].clone() / 2),
+            Resample::Nearest2 => (s[2].clone() * 2, s[3].clone() * 2),
+        };
+        Ok(tvec!(f32::fact([s[0].clone(), self.conv.cout.to_dim(), h, w])))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let s = &inputs[0].shape;
+        let out = self.output_facts(inputs)?;
+        let s = &out[0].shape;
         let points = s[0].clone() * s[2].clone() * s[3].clone();
-        let dt = match self.0.precision() {
+        let c = &self.conv;
+        let dt = match c.precision() {
             Precision::F32 => f32::datum_type(),
             Precision::Int8 => i8::datum_type(),
         };
-        Ok(tvec!((Cost::FMA(dt), points * (self.0.cin * self.0.cout * self.0.ks * self.0.ks))))
+        Ok(tvec!((Cost::FMA(dt), points * (c.cin * c.cout * c.ks * c.ks))))
     }
 }

@@ -17,7 +17,7 @@ use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_core::ops::math::{Add, Max, Mul};
 use tract_core::ops::nn::DataFormat;
 
-use super::conv::{DirectConv, DirectConvOp, InputStage, Precision};
+use super::conv::{DirectConv, DirectConvOp, InputStage, Precision, Resample};
 use super::kernels::Isa;
 
 /// What the patch may use.
@@ -69,7 +69,7 @@ pub(crate) fn patch_convolutions(model: &mut TypedModel, choice: &Choice) -> Tra
     let convs: Vec<usize> =
         model.eval_order()?.into_iter().filter(|&id| model.node(id).op_is::<Conv>()).collect();
     for id in convs {
-        let Some((wire, conv)) = replacement(model, id, choice)? else {
+        let Some((wires, conv)) = replacement(model, id, choice)? else {
             report.tract_layers += 1;
             continue;
         };
@@ -79,7 +79,10 @@ pub(crate) fn patch_convolutions(model: &mut TypedModel, choice: &Choice) -> Tra
         }
         let name = format!("{}.direct", model.node(id).name);
         let mut patch = TypedModelPatch::default();
-        let mut taps = tvec!(patch.tap_model(model, wire)?);
+        let mut taps = tvec!(patch.tap_model(model, wires.data)?);
+        if let Some(pre) = wires.pre {
+            taps.push(patch.tap_model(model, pre)?);
+        }
         // `conv + r` (the blocks' residual connections): the op adds `r` as it stores.
         let residual = residual_add(model, id);
         let replaced = match residual {
@@ -90,7 +93,8 @@ pub(crate) fn patch_convolutions(model: &mut TypedModel, choice: &Choice) -> Tra
             }
             None => OutletId::new(id, 0),
         };
-        let out = patch.wire_node(name, DirectConvOp(Arc::new(conv)), &taps)?;
+        let op = DirectConvOp { conv: Arc::new(conv), residual: residual.is_some() };
+        let out = patch.wire_node(name, op, &taps)?;
         patch.shunt_outside(model, replaced, out[0])?;
         patch.obliterate(id)?;
         if let Some((add, _)) = residual {
@@ -106,7 +110,7 @@ fn replacement(
     model: &TypedModel,
     id: usize,
     choice: &Choice,
-) -> TractResult<Option<(OutletId, DirectConv)>> {
+) -> TractResult<Option<(Wires, DirectConv)>> {
     let node = model.node(id);
     let Some(op) = node.op_as::<Conv>() else {
         return Ok(None);
@@ -154,7 +158,7 @@ fn replacement(
         b if b.len() == cout => b.to_vec(),
         _ => return Ok(None),
     };
-    let (wire, stage) = input_stage(model, node.inputs[0], cin);
+    let (wires, stage) = input_stage(model, node.inputs[0], cin);
     let relu = stage.relu;
     let mut conv = DirectConv::new_f32(&weights, &bias, (cin, cout, ks), stage, choice.f32_isa)?;
     if let Some((isa, scales)) = choice.int8
@@ -164,7 +168,14 @@ fn replacement(
     {
         conv = conv.with_int8(&weights, scale, isa)?;
     }
-    Ok(Some((wire, conv)))
+    Ok(Some((wires, conv)))
+}
+
+/// The wires a replacement reads: the data before its input stage, and the stage's
+/// pre-add when it has one.
+struct Wires {
+    data: OutletId,
+    pre: Option<OutletId>,
 }
 
 /// The value of `outlet` when it is a constant, or computed from constants only (the
@@ -194,10 +205,12 @@ fn constant(model: &TypedModel, outlet: OutletId, depth: usize) -> Option<Arc<Te
 }
 
 /// Walks back from a convolution's input through `Max(·, 0)`, then `Add(·, shift)`, then
-/// `Mul(·, scale)` with per-channel constants (a batch norm and a ReLU), and returns the wire
-/// before them and the stage that replaces them.
-fn input_stage(model: &TypedModel, mut wire: OutletId, cin: usize) -> (OutletId, InputStage) {
+/// `Mul(·, scale)` with per-channel constants (a batch norm and a ReLU), then `Add(·, v)`
+/// with `v` an N×C×1×1 tensor (the style features), then a 2×2 max pooling or a nearest ×2
+/// upsampling, and returns the wires before them and the stage that replaces them.
+fn input_stage(model: &TypedModel, mut wire: OutletId, cin: usize) -> (Wires, InputStage) {
     let mut stage = InputStage::default();
+    let mut pre = None;
     if let Some((x, k)) = binary_with_constant::<Max>(model, wire, cin)
         && k.iter().all(|v| *v == 0.0)
     {
@@ -212,7 +225,90 @@ fn input_stage(model: &TypedModel, mut wire: OutletId, cin: usize) -> (OutletId,
         stage.scale = Some(k);
         wire = x;
     }
-    (wire, stage)
+    if let Some((x, v)) = per_image_add(model, wire, cin) {
+        stage.pre_add = true;
+        pre = Some(v);
+        wire = x;
+    }
+    if let Some((x, how)) = resampling(model, wire) {
+        stage.resample = how;
+        wire = x;
+    }
+    (Wires { data: wire, pre }, stage)
+}
+
+/// When `outlet` is `Add(x, v)` (either order) with `v` a computed N×C×1×1 f32 tensor and
+/// `x` of the output's shape: `x` and `v`.
+fn per_image_add(model: &TypedModel, outlet: OutletId, cin: usize) -> Option<(OutletId, OutletId)> {
+    let node = model.node(outlet.node);
+    let bin = node.op_as::<TypedBinOp>()?;
+    if !bin.0.is::<Add>() || node.inputs.len() != 2 || outlet.slot != 0 {
+        return None;
+    }
+    let out = model.outlet_fact(outlet).ok()?.shape.as_concrete()?.to_vec();
+    for (x, v) in [(node.inputs[0], node.inputs[1]), (node.inputs[1], node.inputs[0])] {
+        let (xf, vf) = (model.outlet_fact(x).ok()?, model.outlet_fact(v).ok()?);
+        if vf.konst.is_some() || xf.datum_type != f32::datum_type() || vf.datum_type != f32::datum_type() {
+            continue;
+        }
+        if xf.shape.as_concrete() == Some(&out[..])
+            && out.len() == 4
+            && vf.shape.as_concrete() == Some(&[out[0], cin, 1, 1][..])
+        {
+            return Some((x, v));
+        }
+    }
+    None
+}
+
+/// When `outlet` is computed from one tensor by an op that behaves as a 2×2 max pooling or
+/// a nearest ×2 upsampling (its other inputs constant): that tensor and the resampling.
+/// The op is recognised by what it does, on a probe image, whatever tract calls it.
+fn resampling(model: &TypedModel, outlet: OutletId) -> Option<(OutletId, Resample)> {
+    let node = model.node(outlet.node);
+    if outlet.slot != 0 || node.outputs.len() != 1 || node.inputs.is_empty() {
+        return None;
+    }
+    let data = node.inputs[0];
+    let fact = model.outlet_fact(data).ok()?;
+    let dims = fact.shape.as_concrete()?.to_vec();
+    let out = model.outlet_fact(outlet).ok()?.shape.as_concrete()?.to_vec();
+    if dims.len() != 4 || out.len() != 4 || fact.datum_type != f32::datum_type() || fact.konst.is_some() {
+        return None;
+    }
+    let how = [Resample::MaxPool2, Resample::Nearest2]
+        .into_iter()
+        .find(|h| out == [dims[0], dims[1], h.dims(dims[2], dims[3]).0, h.dims(dims[2], dims[3]).1])?;
+    let mut inputs: TVec<TValue> = tvec!();
+    let (c, ph, pw) = (dims[1], 4, 6);
+    let probe: Vec<f32> = (0..c * ph * pw).map(|i| ((i * 37) % 101) as f32 - 50.0).collect();
+    inputs.push(Tensor::from_shape(&[1, c, ph, pw], &probe).ok()?.into_tvalue());
+    for &i in &node.inputs[1..] {
+        inputs.push(constant(model, i, 8)?.into_tvalue());
+    }
+    let got = node.op.eval_out_of_plan(inputs).ok()??;
+    let got = got.first()?;
+    let (oh, ow) = how.dims(ph, pw);
+    if got.shape() != [1, c, oh, ow] {
+        return None;
+    }
+    let got = got.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec();
+    let at = |ch: usize, y: usize, x: usize| probe[(ch * ph + y) * pw + x];
+    let mut want = Vec::with_capacity(got.len());
+    for ch in 0..c {
+        for y in 0..oh {
+            for x in 0..ow {
+                want.push(match how {
+                    Resample::MaxPool2 => at(ch, 2 * y, 2 * x)
+                        .max(at(ch, 2 * y, 2 * x + 1))
+                        .max(at(ch, 2 * y + 1, 2 * x).max(at(ch, 2 * y + 1, 2 * x + 1))),
+                    Resample::Nearest2 => at(ch, y / 2, x / 2),
+                    Resample::None => at(ch, y, x),
+                });
+            }
+        }
+    }
+    (got == want).then_some((data, how))
 }
 
 /// When `outlet` is `op(x, k)` or `op(k, x)` with `k` a constant of one value or of one value
@@ -272,6 +368,23 @@ mod tests {
                 "{file}"
             );
             let typed = typed.into_decluttered().unwrap();
+            let mut ops: std::collections::BTreeMap<String, usize> = Default::default();
+            for id in typed.eval_order().unwrap() {
+                *ops.entry(typed.node(id).op.name().to_string()).or_default() += 1;
+            }
+            eprintln!("{file}: {ops:?}");
+            // Pooling, upsampling, batch norms, ReLUs, style and residual additions all
+            // happen inside the convolutions: what tract still runs on an image-sized tensor
+            // is the source and the style's mean over the deepest level (its other ops are N×C).
+            for id in typed.eval_order().unwrap() {
+                let n = typed.node(id);
+                let fact = typed.outlet_fact(OutletId::new(id, 0)).unwrap();
+                let dims = fact.shape.as_concrete().unwrap().to_vec();
+                let image_sized = dims.len() == 4 && dims[2] * dims[3] > 1;
+                if image_sized && !n.op_is::<DirectConvOp>() && !["Source", "Reduce<Sum>"].contains(&&*n.op.name()) {
+                    panic!("{file}: {} ({}) still runs on an image-sized tensor", n.name, n.op.name());
+                }
+            }
             let mut relus = 0;
             let mut fused = 0;
             for id in typed.eval_order().unwrap() {
@@ -279,8 +392,8 @@ mod tests {
                 if let Some(bin) = n.op_as::<TypedBinOp>() && bin.0.is::<Max>() {
                     relus += 1;
                 }
-                if let Some(c) = n.op_as::<DirectConvOp>() && c.0.precision() == Precision::F32 {
-                    fused += format!("{:?}", c.0).contains("relu true") as usize;
+                if let Some(c) = n.op_as::<DirectConvOp>() && c.conv.precision() == Precision::F32 {
+                    fused += format!("{:?}", c.conv).contains("relu true") as usize;
                 }
             }
             // The ReLUs left are the ones after the first 3×3 convolution of a block whose

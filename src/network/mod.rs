@@ -301,7 +301,7 @@ pub fn time_convolution(
     for _ in 0..repeats.max(1) {
         let t = std::time::Instant::now();
         direct
-            .forward(&input, (1, side, side), None, &mut out, &executor)
+            .forward(&input, (1, side, side), (None, None), &mut out, &executor)
             .map_err(err)?;
         times.push(t.elapsed().as_secs_f64());
     }

@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{F32Block, I8Block, KernelShape, OutPlanes, Span};
+use super::{Affine, F32Block, I8Block, KernelShape, OutPlanes, Span};
 
 const OCB: usize = 8;
 const LANES: usize = 16;
@@ -181,7 +181,7 @@ unsafe fn i8_tile<const NV: usize>(b: &I8Block, spans: &[Span], out: OutPlanes) 
 /// # Safety
 /// AVX-512F present.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn quantize_rows(rows: [&[f32]; 4], stage: [(f32, f32); 4], inv_scale: f32, dst: &mut [u8]) {
+pub(crate) unsafe fn quantize_rows(rows: [&[f32]; 4], stage: [Affine; 4], inv_scale: f32, dst: &mut [u8]) {
     let n = dst.len() / 4;
     assert!(rows.iter().all(|r| r.len() >= n));
     let zero = _mm512_setzero_ps();
@@ -191,7 +191,9 @@ pub(crate) unsafe fn quantize_rows(rows: [&[f32]; 4], stage: [(f32, f32); 4], in
     let code = |c: usize, i: usize| {
         // SAFETY: `i + 16 ≤ n ≤ rows[c].len()` (the loop bound and the assertion above).
         let x = unsafe { _mm512_loadu_ps(rows[c].as_ptr().add(i)) };
-        let v = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(stage[c].0)), _mm512_set1_ps(stage[c].1));
+        let (p, sc, t) = stage[c];
+        let x = _mm512_add_ps(x, _mm512_set1_ps(p));
+        let v = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(sc)), _mm512_set1_ps(t));
         // `max_ps(v, 0)` gives 0 for NaN, as `f32::max`; `min_ps` after it sees no NaN.
         let v = _mm512_min_ps(_mm512_mul_ps(_mm512_max_ps(v, zero), inv), top);
         _mm512_cvttps_epi32(_mm512_add_ps(v, half))

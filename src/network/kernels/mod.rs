@@ -221,30 +221,33 @@ impl Isa {
 #[cfg(test)]
 mod tests;
 
-/// The input stage of one row: `relu(x · scale + shift)` (no fused multiply-add, so every
-/// instruction set gives the values tract's `Mul`, `Add` and `Max` would).
+/// The affine part of an input stage for one channel: `(x + pre) · scale + shift`.
+pub(crate) type Affine = (f32, f32, f32);
+
+/// The input stage of one row: `relu((x + pre) · scale + shift)` (no fused multiply-add, so
+/// every instruction set gives the values tract's `Add`, `Mul`, `Add` and `Max` would).
 #[inline(always)]
-fn stage_row_body(scale: f32, shift: f32, relu: bool, row: &[f32], dst: &mut [f32]) {
+fn stage_row_body((pre, scale, shift): Affine, relu: bool, row: &[f32], dst: &mut [f32]) {
     if relu {
         for (d, x) in dst.iter_mut().zip(row) {
-            *d = (*x * scale + shift).max(0.0);
+            *d = ((*x + pre) * scale + shift).max(0.0);
         }
     } else {
         for (d, x) in dst.iter_mut().zip(row) {
-            *d = *x * scale + shift;
+            *d = (*x + pre) * scale + shift;
         }
     }
 }
 
-/// Four rows (four channels) through the stage and a ReLU, then to u8 codes
+/// Four rows (four channels) through the stage (`(x + pre) · scale + shift`) and a ReLU, then to u8 codes
 /// `trunc(min(x · inv_scale, 255) + 0.5)` (NaN to 0), interleaved: pixel `i` is bytes
 /// `4i..4i + 4` of `dst`, channel order.
 #[inline(always)]
-pub(crate) fn quantize_rows_body(rows: [&[f32]; 4], stage: [(f32, f32); 4], inv_scale: f32, dst: &mut [u8]) {
+pub(crate) fn quantize_rows_body(rows: [&[f32]; 4], stage: [Affine; 4], inv_scale: f32, dst: &mut [u8]) {
     let n = dst.len() / 4;
-    let code = |x: f32, (s, t): (f32, f32)| -> u32 {
+    let code = |x: f32, (p, s, t): Affine| -> u32 {
         // `as` saturates and sends NaN to 0; the value is ≥ 0 after the max, so + 0.5 rounds.
-        (((x * s + t).max(0.0) * inv_scale).min(255.0) + 0.5) as u8 as u32
+        ((((x + p) * s + t).max(0.0) * inv_scale).min(255.0) + 0.5) as u8 as u32
     };
     let (r0, r1, r2, r3) = (&rows[0][..n], &rows[1][..n], &rows[2][..n], &rows[3][..n]);
     for (i, d) in dst.chunks_exact_mut(4).enumerate() {
@@ -258,35 +261,36 @@ pub(crate) fn quantize_rows_body(rows: [&[f32]; 4], stage: [(f32, f32); 4], inv_
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn stage_row_avx512(scale: f32, shift: f32, relu: bool, row: &[f32], dst: &mut [f32]) {
-    stage_row_body(scale, shift, relu, row, dst)
+fn stage_row_avx512(affine: Affine, relu: bool, row: &[f32], dst: &mut [f32]) {
+    stage_row_body(affine, relu, row, dst)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn stage_row_avx2(scale: f32, shift: f32, relu: bool, row: &[f32], dst: &mut [f32]) {
-    stage_row_body(scale, shift, relu, row, dst)
+fn stage_row_avx2(affine: Affine, relu: bool, row: &[f32], dst: &mut [f32]) {
+    stage_row_body(affine, relu, row, dst)
 }
 
 
 impl Isa {
-    /// `dst[i] = relu?(row[i] · scale + shift)`, compiled for this instruction set (the same
-    /// values on every set: the body is one portable loop, the scalar one is its twin).
-    pub(crate) fn stage_row(self, scale: f32, shift: f32, relu: bool, row: &[f32], dst: &mut [f32]) {
+    /// `dst[i] = relu?((row[i] + pre) · scale + shift)`, compiled for this instruction set
+    /// (the same values on every set: the body is one portable loop, the scalar one is its
+    /// twin).
+    pub(crate) fn stage_row(self, affine: Affine, relu: bool, row: &[f32], dst: &mut [f32]) {
         match self {
             // SAFETY: `self` is a set this CPU has (it came from `available_f32/_i8`).
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { stage_row_avx512(scale, shift, relu, row, dst) },
+            Isa::Avx512 => unsafe { stage_row_avx512(affine, relu, row, dst) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { stage_row_avx2(scale, shift, relu, row, dst) },
-            _ => stage_row_body(scale, shift, relu, row, dst),
+            Isa::Avx2 => unsafe { stage_row_avx2(affine, relu, row, dst) },
+            _ => stage_row_body(affine, relu, row, dst),
         }
     }
 
     /// Four channels' rows to interleaved u8 codes (see the module docs), compiled for this
     /// instruction set.
-    pub(crate) fn quantize_rows(self, rows: [&[f32]; 4], stage: [(f32, f32); 4], inv_scale: f32, dst: &mut [u8]) {
+    pub(crate) fn quantize_rows(self, rows: [&[f32]; 4], stage: [Affine; 4], inv_scale: f32, dst: &mut [u8]) {
         match self {
             // SAFETY: `self` is a set this CPU has (it came from `available_i8`).
             #[cfg(target_arch = "x86_64")]

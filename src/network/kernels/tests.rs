@@ -3,7 +3,7 @@
 use tract_linalg::multithread::Executor;
 
 use super::Isa;
-use crate::network::conv::{DirectConv, InputStage};
+use crate::network::conv::{DirectConv, InputStage, Resample};
 
 /// Deterministic values in [-1, 1) (a linear congruential sequence).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -101,7 +101,7 @@ fn f32_kernels_match_a_plain_convolution_on_odd_sizes() {
                 for relu in [false, true] {
                     let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(relu), isa).unwrap();
                     let mut out = vec![f32::NAN; cout * h * wd];
-                    conv.forward(&x, (1, h, wd), None, &mut out, &Executor::SingleThread).unwrap();
+                    conv.forward(&x, (1, h, wd), (None, None), &mut out, &Executor::SingleThread).unwrap();
                     let want = reference(&x, &w, &b, cin, cout, h, wd, relu);
                     // f32 sums of up to 128 · 9 products of magnitude ≤ 1.
                     let tol = 1e-6 * (cin * 9) as f32 + 1e-5;
@@ -125,10 +125,11 @@ fn f32_kernels_run_1x1_projections_with_a_batch_norm_in_front() {
                 scale: Some(values(cin, 900 + k as u64)),
                 shift: Some(values(cin, 1000 + k as u64)),
                 relu: k % 2 == 0,
+                ..InputStage::default()
             };
             let conv = DirectConv::new_f32(&w, &b, (cin, cout, 1), stage.clone(), isa).unwrap();
             let mut out = vec![f32::NAN; cout * h * wd];
-            conv.forward(&x, (1, h, wd), None, &mut out, &Executor::multithread(2)).unwrap();
+            conv.forward(&x, (1, h, wd), (None, None), &mut out, &Executor::multithread(2)).unwrap();
             let want = reference_ks(&x, &w, &b, (cin, cout, 1), h, wd, &stage);
             let d = max_abs_diff(&out, &want);
             assert!(d <= 1e-5 * cin as f32 + 1e-5, "{isa:?} 1×1 {cin}→{cout} {h}×{wd}: {d}");
@@ -147,9 +148,9 @@ fn f32_kernels_cover_both_sides_of_every_row() {
     for isa in Isa::available_f32() {
         let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), isa).unwrap();
         let mut one = vec![f32::NAN; 2 * cout * h * wd];
-        conv.forward(&x, (2, h, wd), None, &mut one, &Executor::SingleThread).unwrap();
+        conv.forward(&x, (2, h, wd), (None, None), &mut one, &Executor::SingleThread).unwrap();
         let mut two = vec![f32::NAN; 2 * cout * h * wd];
-        conv.forward(&x, (2, h, wd), None, &mut two, &Executor::multithread(2)).unwrap();
+        conv.forward(&x, (2, h, wd), (None, None), &mut two, &Executor::multithread(2)).unwrap();
         assert_eq!(one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), two.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{isa:?}");
         for img in 0..2 {
             let want = reference(&x[img * cin * h * wd..(img + 1) * cin * h * wd], &w, &b, cin, cout, h, wd, true);
@@ -173,7 +174,7 @@ fn int8_kernels_match_the_scalar_int8_kernel_and_stay_near_f32() {
                 .with_int8(&w, scale, Isa::Scalar)
                 .unwrap();
             let mut want = vec![f32::NAN; cout * h * wd];
-            scalar.forward(&x, (1, h, wd), None, &mut want, &Executor::SingleThread).unwrap();
+            scalar.forward(&x, (1, h, wd), (None, None), &mut want, &Executor::SingleThread).unwrap();
             // Quantization error: half a code (1/510) on each input, half a weight step
             // (max |w| / 254) on each weight, over cin · 9 products.
             let exact = reference(&x, &w, &b, cin, cout, h, wd, true);
@@ -186,7 +187,7 @@ fn int8_kernels_match_the_scalar_int8_kernel_and_stay_near_f32() {
                     .with_int8(&w, scale, isa)
                     .unwrap();
                 let mut out = vec![f32::NAN; cout * h * wd];
-                conv.forward(&x, (1, h, wd), None, &mut out, &Executor::multithread(2)).unwrap();
+                conv.forward(&x, (1, h, wd), (None, None), &mut out, &Executor::multithread(2)).unwrap();
                 // Same integer sums; only the final multiply-add may round differently.
                 let d = max_abs_diff(&out, &want);
                 assert!(d <= 1e-5, "{isa:?} int8 {cin}→{cout} {h}×{wd}: {d}");
@@ -214,9 +215,9 @@ fn int8_saturates_large_activations_and_reads_nan_as_zero() {
             .with_int8(&w, 1.0 / 255.0, isa)
             .unwrap();
         let mut out = vec![f32::NAN; cout * h * wd];
-        conv.forward(&x, (1, h, wd), None, &mut out, &Executor::SingleThread).unwrap();
+        conv.forward(&x, (1, h, wd), (None, None), &mut out, &Executor::SingleThread).unwrap();
         let mut want = vec![f32::NAN; cout * h * wd];
-        conv.forward(&clean, (1, h, wd), None, &mut want, &Executor::SingleThread).unwrap();
+        conv.forward(&clean, (1, h, wd), (None, None), &mut want, &Executor::SingleThread).unwrap();
         assert_eq!(out, want, "{isa:?}");
     }
 }
@@ -236,7 +237,7 @@ fn quantized_rows_are_the_same_codes_on_every_instruction_set() {
     rows[2][6] = f32::INFINITY;
     rows[3][7] = f32::NEG_INFINITY;
     rows[0][20] = 1e30;
-    let stage = [(1.5, 0.25), (0.5, -0.1), (1.0, 0.0), (0.0, 0.0)];
+    let stage = [(0.0, 1.5, 0.25), (0.3, 0.5, -0.1), (0.0, 1.0, 0.0), (0.0, 0.0, 0.0)];
     let r = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
     let mut want = vec![0u8; 4 * n];
     Isa::Scalar.quantize_rows(r, stage, 40.0, &mut want);
@@ -250,8 +251,8 @@ fn quantized_rows_are_the_same_codes_on_every_instruction_set() {
         assert_eq!(got, want, "{isa:?}");
         let mut a = vec![0f32; n];
         let mut b = vec![0f32; n];
-        Isa::Scalar.stage_row(1.5, 0.25, true, &rows[0], &mut a);
-        isa.stage_row(1.5, 0.25, true, &rows[0], &mut b);
+        Isa::Scalar.stage_row((0.2, 1.5, 0.25), true, &rows[0], &mut a);
+        isa.stage_row((0.2, 1.5, 0.25), true, &rows[0], &mut b);
         assert_eq!(a, b, "{isa:?}");
     }
 }
@@ -265,11 +266,11 @@ fn every_kernel_adds_the_residual_connection() {
     let r = values(cout * h * wd, 1303);
     let mut plain = vec![0f32; cout * h * wd];
     let scalar = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), Isa::Scalar).unwrap();
-    scalar.forward(&x, (1, h, wd), None, &mut plain, &Executor::SingleThread).unwrap();
+    scalar.forward(&x, (1, h, wd), (None, None), &mut plain, &Executor::SingleThread).unwrap();
     for isa in Isa::available_f32() {
         let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), isa).unwrap();
         let mut out = vec![f32::NAN; cout * h * wd];
-        conv.forward(&x, (1, h, wd), Some(&r), &mut out, &Executor::SingleThread).unwrap();
+        conv.forward(&x, (1, h, wd), (None, Some(&r)), &mut out, &Executor::SingleThread).unwrap();
         let want: Vec<f32> = plain.iter().zip(&r).map(|(a, b)| a + b).collect();
         assert!(max_abs_diff(&out, &want) < 1e-4, "{isa:?}");
     }
@@ -279,10 +280,79 @@ fn every_kernel_adds_the_residual_connection() {
             .with_int8(&w, 1.0 / 255.0, isa)
             .unwrap();
         let mut alone = vec![f32::NAN; cout * h * wd];
-        conv.forward(&x, (1, h, wd), None, &mut alone, &Executor::SingleThread).unwrap();
+        conv.forward(&x, (1, h, wd), (None, None), &mut alone, &Executor::SingleThread).unwrap();
         let mut out = vec![f32::NAN; cout * h * wd];
-        conv.forward(&x, (1, h, wd), Some(&r), &mut out, &Executor::SingleThread).unwrap();
+        conv.forward(&x, (1, h, wd), (None, Some(&r)), &mut out, &Executor::SingleThread).unwrap();
         let want: Vec<f32> = alone.iter().zip(&r).map(|(a, b)| a + b).collect();
         assert_eq!(out, want, "{isa:?} int8");
+    }
+}
+
+/// `x` resampled as tract's `MaxPool` (2×2, stride 2) or nearest `Resize` (×2) would.
+fn resample(x: &[f32], c: usize, h: usize, w: usize, how: Resample) -> (Vec<f32>, usize, usize) {
+    let (oh, ow) = how.dims(h, w);
+    let mut out = vec![0f32; c * oh * ow];
+    for ch in 0..c {
+        for y in 0..oh {
+            for xx in 0..ow {
+                let at = |yy: usize, x2: usize| x[(ch * h + yy) * w + x2];
+                out[(ch * oh + y) * ow + xx] = match how {
+                    Resample::None => at(y, xx),
+                    Resample::MaxPool2 => at(2 * y, 2 * xx).max(at(2 * y, 2 * xx + 1)).max(at(2 * y + 1, 2 * xx).max(at(2 * y + 1, 2 * xx + 1))),
+                    Resample::Nearest2 => at(y / 2, xx / 2),
+                };
+            }
+        }
+    }
+    (out, oh, ow)
+}
+
+#[test]
+fn the_input_stage_pools_upsamples_and_adds_the_style_features_before_the_batch_norm() {
+    let (cin, cout) = (8, 16);
+    for (how, h, w) in [(Resample::MaxPool2, 34, 70), (Resample::MaxPool2, 15, 9), (Resample::Nearest2, 14, 37), (Resample::None, 5, 17)] {
+        let x = values(2 * cin * h * w, 1400);
+        let wts = values(cout * cin * 9, 1401);
+        let b = values(cout, 1402);
+        let pre = values(2 * cin, 1403);
+        let stage = InputStage {
+            resample: how,
+            pre_add: true,
+            scale: Some(values(cin, 1404)),
+            shift: Some(values(cin, 1405)),
+            relu: true,
+        };
+        for isa in Isa::available_f32() {
+            let conv = DirectConv::new_f32(&wts, &b, (cin, cout, 3), stage.clone(), isa).unwrap();
+            let (oh, ow) = conv.output_dims(h, w);
+            let mut out = vec![f32::NAN; 2 * cout * oh * ow];
+            conv.forward(&x, (2, h, w), (Some(&pre), None), &mut out, &Executor::multithread(2)).unwrap();
+            for img in 0..2 {
+                let (mut r, rh, rw) = resample(&x[img * cin * h * w..(img + 1) * cin * h * w], cin, h, w, how);
+                assert_eq!((rh, rw), (oh, ow));
+                for (i, v) in r.iter_mut().enumerate() {
+                    *v += pre[img * cin + i / (rh * rw)];
+                }
+                let plain = InputStage { resample: Resample::None, pre_add: false, ..stage.clone() };
+                let want = reference_ks(&r, &wts, &b, (cin, cout, 3), rh, rw, &plain);
+                let got = &out[img * cout * oh * ow..(img + 1) * cout * oh * ow];
+                let d = max_abs_diff(got, &want);
+                assert!(d < 1e-4, "{isa:?} {how:?} {h}×{w} image {img}: {d}");
+            }
+        }
+        for isa in Isa::available_i8() {
+            let f = DirectConv::new_f32(&wts, &b, (cin, cout, 3), stage.clone(), Isa::Scalar).unwrap();
+            let q = DirectConv::new_f32(&wts, &b, (cin, cout, 3), stage.clone(), Isa::Scalar)
+                .unwrap()
+                .with_int8(&wts, 4.0 / 255.0, isa)
+                .unwrap();
+            let (oh, ow) = f.output_dims(h, w);
+            let mut a = vec![f32::NAN; 2 * cout * oh * ow];
+            let mut c = vec![f32::NAN; 2 * cout * oh * ow];
+            f.forward(&x, (2, h, w), (Some(&pre), None), &mut a, &Executor::SingleThread).unwrap();
+            q.forward(&x, (2, h, w), (Some(&pre), None), &mut c, &Executor::SingleThread).unwrap();
+            let bound = (cin * 9) as f32 * (2.0 / 255.0 + 0.5 / 127.0 * 4.0);
+            assert!(max_abs_diff(&a, &c) < bound, "{isa:?} int8 {how:?}");
+        }
     }
 }

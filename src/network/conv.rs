@@ -100,6 +100,8 @@ struct Source<'a> {
     width: usize,
     resample: Resample,
     pre: Option<&'a [f32]>,
+    /// The instruction set the resampling runs with.
+    isa: Isa,
 }
 
 /// Output pixels handled per chunk of a row when the input is resampled or quantized.
@@ -108,24 +110,22 @@ const CHUNK: usize = 64;
 impl Source<'_> {
     /// Pixels `x0 .. x0 + n` (`n ≤ CHUNK`) of row `y` of channel `c` of the convolution's
     /// input before the affine stage: a slice of the data, or the resampled values in `tmp`.
+    #[inline(always)]
     fn row<'t>(&'t self, c: usize, y: usize, x0: usize, n: usize, tmp: &'t mut [f32; CHUNK]) -> &'t [f32] {
         let (h, w) = (self.height, self.width);
         let plane = &self.data[c * h * w..(c + 1) * h * w];
         match self.resample {
             Resample::None => &plane[y * w + x0..y * w + x0 + n],
             Resample::MaxPool2 => {
-                let (r0, r1) = (&plane[2 * y * w..(2 * y + 1) * w], &plane[(2 * y + 1) * w..(2 * y + 2) * w]);
-                for (i, t) in tmp[..n].iter_mut().enumerate() {
-                    let x = 2 * (x0 + i);
-                    *t = r0[x].max(r0[x + 1]).max(r1[x].max(r1[x + 1]));
-                }
+                let r0 = &plane[2 * y * w + 2 * x0..2 * y * w + 2 * (x0 + n)];
+                let r1 = &plane[(2 * y + 1) * w + 2 * x0..(2 * y + 1) * w + 2 * (x0 + n)];
+                self.isa.maxpool2(r0, r1, &mut tmp[..n]);
                 &tmp[..n]
             }
             Resample::Nearest2 => {
-                let r = &plane[(y / 2) * w..(y / 2 + 1) * w];
-                for (i, t) in tmp[..n].iter_mut().enumerate() {
-                    *t = r[(x0 + i) / 2];
-                }
+                // `x0` is a multiple of CHUNK, so even: pixel x0 + i reads x0 / 2 + i / 2.
+                let r = &plane[(y / 2) * w + x0 / 2..(y / 2) * w + (x0 + n).div_ceil(2)];
+                self.isa.nearest2(r, &mut tmp[..n]);
                 &tmp[..n]
             }
         }
@@ -342,6 +342,7 @@ impl DirectConv {
                 width: in_width,
                 resample: self.input.resample,
                 pre: pre.map(|p| &p[b * cin..(b + 1) * cin]),
+                isa: self.isa(),
             };
             let image = b * cout * hw..(b + 1) * cout * hw;
             let res = residual.map(|r| &r[image.clone()]);
@@ -608,6 +609,7 @@ impl Geometry {
 
     /// Writes one padded plane row by row: `row(y, dst)` fills the `width` (× `depth`) data
     /// values of image row `y`; the borders are zeroed.
+    #[inline(always)]
     fn fill_plane<T: Copy + Default>(&self, plane: &mut [T], depth: usize, mut row: impl FnMut(usize, &mut [T])) {
         let (p, pw) = (self.pad, self.pw * depth);
         let zero = T::default();

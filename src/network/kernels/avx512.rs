@@ -215,3 +215,53 @@ pub(crate) unsafe fn quantize_rows(rows: [&[f32]; 4], stage: [Affine; 4], inv_sc
         &mut dst[4 * i..],
     );
 }
+
+/// [`super::maxpool2_body`] sixteen outputs at a time (`maxps` is the body's `max_ps`).
+///
+/// # Safety
+/// AVX-512F present.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn maxpool2(r0: &[f32], r1: &[f32], dst: &mut [f32]) {
+    let n = dst.len();
+    assert!(r0.len() >= 2 * n && r1.len() >= 2 * n);
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: reads `2i .. 2i + 32 ≤ 2n` of both rows, writes `i .. i + 16 ≤ n` of `dst`.
+        unsafe {
+            let a0 = _mm512_max_ps(_mm512_loadu_ps(r0.as_ptr().add(2 * i)), _mm512_loadu_ps(r1.as_ptr().add(2 * i)));
+            let a1 = _mm512_max_ps(
+                _mm512_loadu_ps(r0.as_ptr().add(2 * i + 16)),
+                _mm512_loadu_ps(r1.as_ptr().add(2 * i + 16)),
+            );
+            let m = _mm512_max_ps(_mm512_permutex2var_ps(a0, even, a1), _mm512_permutex2var_ps(a0, odd, a1));
+            _mm512_storeu_ps(dst.as_mut_ptr().add(i), m);
+        }
+        i += 16;
+    }
+    super::maxpool2_body(&r0[2 * i..], &r1[2 * i..], &mut dst[i..]);
+}
+
+/// [`super::nearest2_body`] thirty-two outputs at a time.
+///
+/// # Safety
+/// AVX-512F present.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn nearest2(src: &[f32], dst: &mut [f32]) {
+    let n = dst.len();
+    assert!(src.len() >= n.div_ceil(2));
+    let lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    let hi = _mm512_setr_epi32(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    let mut i = 0;
+    while i + 32 <= n {
+        // SAFETY: reads `i / 2 .. i / 2 + 16 ≤ n / 2` of `src`, writes `i .. i + 32 ≤ n`.
+        unsafe {
+            let v = _mm512_loadu_ps(src.as_ptr().add(i / 2));
+            _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_permutexvar_ps(lo, v));
+            _mm512_storeu_ps(dst.as_mut_ptr().add(i + 16), _mm512_permutexvar_ps(hi, v));
+        }
+        i += 32;
+    }
+    super::nearest2_body(&src[i / 2..], &mut dst[i..]);
+}

@@ -272,7 +272,50 @@ fn stage_row_avx2(affine: Affine, relu: bool, row: &[f32], dst: &mut [f32]) {
 }
 
 
+/// `max` as x86's `maxps` computes it (`b` when either is NaN), so that the scalar twin and
+/// the SIMD code agree on every input.
+#[inline(always)]
+fn max_ps(a: f32, b: f32) -> f32 {
+    if a > b { a } else { b }
+}
+
+/// 2×2 max pooling of one output row: `dst[i]` is the largest of `r0[2i], r0[2i + 1],
+/// r1[2i], r1[2i + 1]` (`r0`, `r1` at least `2 · dst.len()` long).
+pub(crate) fn maxpool2_body(r0: &[f32], r1: &[f32], dst: &mut [f32]) {
+    for (i, d) in dst.iter_mut().enumerate() {
+        *d = max_ps(max_ps(r0[2 * i], r1[2 * i]), max_ps(r0[2 * i + 1], r1[2 * i + 1]));
+    }
+}
+
+/// Nearest ×2 upsampling of one row: `dst[i] = src[i / 2]` (`src` at least
+/// `⌈dst.len() / 2⌉` long).
+pub(crate) fn nearest2_body(src: &[f32], dst: &mut [f32]) {
+    for (i, d) in dst.iter_mut().enumerate() {
+        *d = src[i / 2];
+    }
+}
+
 impl Isa {
+    /// [`maxpool2_body`] with this instruction set.
+    pub(crate) fn maxpool2(self, r0: &[f32], r1: &[f32], dst: &mut [f32]) {
+        match self {
+            // SAFETY: `self` is a set this CPU has (it came from `available_f32/_i8`).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::maxpool2(r0, r1, dst) },
+            _ => maxpool2_body(r0, r1, dst),
+        }
+    }
+
+    /// [`nearest2_body`] with this instruction set.
+    pub(crate) fn nearest2(self, src: &[f32], dst: &mut [f32]) {
+        match self {
+            // SAFETY: `self` is a set this CPU has (it came from `available_f32/_i8`).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::nearest2(src, dst) },
+            _ => nearest2_body(src, dst),
+        }
+    }
+
     /// `dst[i] = relu?((row[i] + pre) · scale + shift)`, compiled for this instruction set
     /// (the same values on every set: the body is one portable loop, the scalar one is its
     /// twin).

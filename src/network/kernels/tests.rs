@@ -356,3 +356,25 @@ fn the_input_stage_pools_upsamples_and_adds_the_style_features_before_the_batch_
         }
     }
 }
+
+#[test]
+fn resampling_rows_is_the_same_on_every_instruction_set() {
+    for n in [1, 15, 16, 17, 31, 32, 33, 64] {
+        let mut r0 = values(2 * n + 1, 1500 + n as u64);
+        let r1 = values(2 * n + 1, 1600 + n as u64);
+        r0[1] = f32::NAN;
+        let mut want = vec![0f32; n];
+        super::maxpool2_body(&r0, &r1, &mut want);
+        let mut up = vec![0f32; n];
+        super::nearest2_body(&r1, &mut up);
+        assert_eq!(up[n - 1], r1[(n - 1) / 2]);
+        for isa in Isa::available_f32().into_iter().chain(Isa::available_i8()) {
+            let mut got = vec![f32::NAN; n];
+            isa.maxpool2(&r0, &r1, &mut got);
+            assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{isa:?} maxpool {n}");
+            let mut got = vec![f32::NAN; n];
+            isa.nearest2(&r1, &mut got);
+            assert_eq!(got, up, "{isa:?} nearest {n}");
+        }
+    }
+}

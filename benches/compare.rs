@@ -357,7 +357,10 @@ fn cmd_network(o: &Opts) {
     let out = PathBuf::from(o.get("out"));
     let model = Model::load(o.get("model")).expect("model");
     let (model, engine) = match o.opt("convolution") {
-        Some("tract") => (model.with_convolution(cellpose::Convolution::Tract), "tract-conv"),
+        Some("tract") => (
+            model.with_convolution(cellpose::Convolution::Tract),
+            "tract-conv",
+        ),
         _ => (model, "ours"),
     };
     let (batch, side, threads) = (o.num("batch", 1), o.num("side", 224), o.num("threads", 2));
@@ -387,9 +390,14 @@ fn cmd_conv(o: &Opts) {
     // The light U-Net's 3×3 layers at a 224-px tile: channels double as the side halves.
     for (channels, side) in [(16, 224), (32, 112), (64, 56), (128, 28)] {
         for int8 in [false, true] {
-            let (times, isa, precision) =
-                cellpose::network::time_convolution((channels, channels), side, int8, threads, repeats + 1)
-                    .expect("convolution");
+            let (times, isa, precision) = cellpose::network::time_convolution(
+                (channels, channels),
+                side,
+                int8,
+                threads,
+                repeats + 1,
+            )
+            .expect("convolution");
             let seconds = median(&times[1..]);
             let flops = 2.0 * (channels * channels * 9 * side * side) as f64;
             Rec::new("conv")

@@ -50,7 +50,11 @@ fn main() {
         Some("tract") => model.with_convolution(Convolution::Tract),
         Some(other) => panic!("unknown convolution {other}: auto, f32 or tract"),
     };
-    eprintln!("convolution {:?}, int8 model {}", model.convolution(), model.is_int8());
+    eprintln!(
+        "convolution {:?}, int8 model {}",
+        model.convolution(),
+        model.is_int8()
+    );
     let split = dir.file_name().unwrap().to_str().unwrap();
     let manifest =
         std::fs::read_to_string(dir.parent().unwrap().join(format!("manifest_{split}.csv")))

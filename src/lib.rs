@@ -4,8 +4,8 @@
 //! The modules follow the pipeline:
 //! [`model`] (load and validate an ONNX network) → [`image`] (borrowed frames as acquisition
 //! software has them) → [`preprocess`] (channels, percentile normalisation, rescaling, padding)
-//! → [`tiling`] (224-px tiles, tapered blending, test-time flips) → [`network`] (tract on the
-//! CPU) → [`dynamics`] (Euler integration of the flows) → [`masks`] (sinks → labels, hole
+//! → [`network`] (224-px [`tiling`] with tapered blending and test-time flips; tract on the
+//! CPU with our direct convolution, f32 or int8, SIMD kernels chosen at run time) → [`dynamics`] (Euler integration of the flows) → [`masks`] (sinks → labels, hole
 //! filling, small-mask removal) with [`flows`] (masks → flows by heat diffusion) for the
 //! flow-error quality control → [`segmenter`] (the frame-by-frame API).
 //! [`metrics`] and [`objects`] score and summarise label images; [`size_model`] estimates the

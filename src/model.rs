@@ -414,10 +414,12 @@ fn quantized_convolutions(proto: &ModelProto) -> bool {
         .filter(|n| n.op_type == "DequantizeLinear")
         .filter_map(|n| n.output.first().map(|s| s.as_str()))
         .collect();
-    graph
-        .node
-        .iter()
-        .any(|n| n.op_type == "Conv" && n.input.get(1).is_some_and(|w| dequantized.contains(&w.as_str())))
+    graph.node.iter().any(|n| {
+        n.op_type == "Conv"
+            && n.input
+                .get(1)
+                .is_some_and(|w| dequantized.contains(&w.as_str()))
+    })
 }
 
 /// The calibrated activation scales of an int8 model ([`INT8_INPUT_SCALES`]); `None` for an
@@ -431,7 +433,11 @@ fn int8_scales(
     };
     let bad = |reason: String| ModelError::Metadata {
         key: format!("{META}{INT8_INPUT_SCALES}"),
-        value: if text.len() > 80 { format!("{}…", &text[..text.floor_char_boundary(80)]) } else { text.clone() },
+        value: if text.len() > 80 {
+            format!("{}…", &text[..text.floor_char_boundary(80)])
+        } else {
+            text.clone()
+        },
         reason,
     };
     if !quantized {
@@ -446,7 +452,11 @@ fn int8_scales(
             Ok(v) if v.is_finite() && v > 0.0 => {
                 scales.insert(name.trim().to_string(), v);
             }
-            _ => return Err(bad(format!("the scale of `{name}` is not a positive number"))),
+            _ => {
+                return Err(bad(format!(
+                    "the scale of `{name}` is not a positive number"
+                )));
+            }
         }
     }
     if scales.is_empty() {

@@ -39,7 +39,9 @@ fn direct_convolution_flows_match_tracts_own_convolution_on_real_tiles() {
         let flows = max_abs_diff(&a.flows, &b.flows);
         let prob = max_abs_diff(&a.cell_prob, &b.cell_prob);
         let style = max_abs_diff(&a.style, &b.style);
-        eprintln!("{name}: max |Δ| flows {flows:.2e}, cell probability {prob:.2e}, style {style:.2e}");
+        eprintln!(
+            "{name}: max |Δ| flows {flows:.2e}, cell probability {prob:.2e}, style {style:.2e}"
+        );
         assert!(flows <= 1e-3 && prob <= 1e-3 && style <= 1e-4, "{name}");
         assert_eq!(a.n_objects, b.n_objects, "{name}");
     }
@@ -49,7 +51,10 @@ fn direct_convolution_flows_match_tracts_own_convolution_on_real_tiles() {
 fn shipped_int8_model_computes_in_int8_close_to_f32() {
     let path = common::root().join("models/nuclei_light_int8.onnx");
     let int8 = Model::load(&path).unwrap();
-    assert!(int8.is_int8(), "the shipped int8 model carries its activation scales");
+    assert!(
+        int8.is_int8(),
+        "the shipped int8 model carries its activation scales"
+    );
     let f32 = int8.with_convolution(Convolution::F32);
     for name in IMAGES {
         let (q, f) = (segment(&int8, name, 2), segment(&f32, name, 2));

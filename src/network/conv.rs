@@ -111,7 +111,14 @@ impl Source<'_> {
     /// Pixels `x0 .. x0 + n` (`n ≤ CHUNK`) of row `y` of channel `c` of the convolution's
     /// input before the affine stage: a slice of the data, or the resampled values in `tmp`.
     #[inline(always)]
-    fn row<'t>(&'t self, c: usize, y: usize, x0: usize, n: usize, tmp: &'t mut [f32; CHUNK]) -> &'t [f32] {
+    fn row<'t>(
+        &'t self,
+        c: usize,
+        y: usize,
+        x0: usize,
+        n: usize,
+        tmp: &'t mut [f32; CHUNK],
+    ) -> &'t [f32] {
         let (h, w) = (self.height, self.width);
         let plane = &self.data[c * h * w..(c + 1) * h * w];
         match self.resample {
@@ -204,7 +211,10 @@ impl DirectConv {
         isa: Isa,
     ) -> TractResult<DirectConv> {
         ensure!(cin > 0 && cout > 0, "empty convolution {cin}→{cout}");
-        ensure!(ks == 1 || ks == 3, "{ks}×{ks} convolution: only 1×1 and 3×3 are direct");
+        ensure!(
+            ks == 1 || ks == 3,
+            "{ks}×{ks} convolution: only 1×1 and 3×3 are direct"
+        );
         let taps = ks * ks;
         ensure!(
             weights.len() == cout * cin * taps && bias.len() == cout,
@@ -213,7 +223,11 @@ impl DirectConv {
             bias.len()
         );
         for v in [&input.scale, &input.shift].into_iter().flatten() {
-            ensure!(v.len() == cin, "input stage of {} values for {cin} channels", v.len());
+            ensure!(
+                v.len() == cin,
+                "input stage of {} values for {cin} channels",
+                v.len()
+            );
         }
         let shape = isa.f32_shape();
         let ocb = shape.ocb;
@@ -235,7 +249,12 @@ impl DirectConv {
             cout,
             ks,
             input,
-            f32: PackedF32 { isa, shape, weights: packed, bias: pbias },
+            f32: PackedF32 {
+                isa,
+                shape,
+                weights: packed,
+                bias: pbias,
+            },
             i8: None,
         })
     }
@@ -244,7 +263,12 @@ impl DirectConv {
     /// max |w| / 127, as `models/quantize.py`, so an int8 model's weights come back exactly),
     /// activations as u8 codes of `input_scale`. Needs a ReLU in the input stage (u8 codes
     /// have no negative values).
-    pub fn with_int8(mut self, weights: &[f32], input_scale: f32, isa: Isa) -> TractResult<DirectConv> {
+    pub fn with_int8(
+        mut self,
+        weights: &[f32],
+        input_scale: f32,
+        isa: Isa,
+    ) -> TractResult<DirectConv> {
         ensure!(self.ks == 3, "int8 is for 3×3 convolutions");
         ensure!(self.input.relu, "int8 needs a non-negative (ReLU) input");
         ensure!(
@@ -276,13 +300,25 @@ impl DirectConv {
                 }
             }
         }
-        self.i8 = Some(PackedI8 { isa, shape, groups, weights: packed, scale, bias, input_scale });
+        self.i8 = Some(PackedI8 {
+            isa,
+            shape,
+            groups,
+            weights: packed,
+            scale,
+            bias,
+            input_scale,
+        });
         Ok(self)
     }
 
     /// The precision [`DirectConv::forward`] computes in.
     pub fn precision(&self) -> Precision {
-        if self.i8.is_some() { Precision::Int8 } else { Precision::F32 }
+        if self.i8.is_some() {
+            Precision::Int8
+        } else {
+            Precision::F32
+        }
     }
 
     /// The instruction set of the kernel [`DirectConv::forward`] runs.
@@ -324,7 +360,11 @@ impl DirectConv {
             pre.map(|p| p.len()) == self.input.pre_add.then_some(n * cin),
             "convolution {cin}→{cout}: {} pre-add values for a stage that {} them",
             pre.map_or(0, |p| p.len()),
-            if self.input.pre_add { "needs" } else { "has none of" }
+            if self.input.pre_add {
+                "needs"
+            } else {
+                "has none of"
+            }
         );
         ensure!(
             residual.is_none_or(|r| r.len() == out.len()),
@@ -418,7 +458,14 @@ impl DirectConv {
     ) {
         let geo = Geometry::new(height, width, 1, q.shape);
         PADDED_U8.with_borrow_mut(|buffer| {
-            let padded = geo.pad_u8(&src, (self.cin, q.groups), &self.input, (q.isa, 1.0 / q.input_scale), buffer, ex);
+            let padded = geo.pad_u8(
+                &src,
+                (self.cin, q.groups),
+                &self.input,
+                (q.isa, 1.0 / q.input_scale),
+                buffer,
+                ex,
+            );
             let out = SharedOut(dst.as_mut_ptr());
             let res = residual.map_or(std::ptr::null(), |r| r.as_ptr());
             let res = SharedResidual(res);
@@ -515,12 +562,22 @@ fn run_units(ex: &Executor, units: usize, run: &(dyn Fn(usize) + Sync)) {
 }
 
 /// Runs `f(index, chunk)` on each `len`-long chunk of `data`, on the executor's threads.
-fn for_planes<T: Send>(ex: &Executor, data: &mut [T], len: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
+fn for_planes<T: Send>(
+    ex: &Executor,
+    data: &mut [T],
+    len: usize,
+    f: &(dyn Fn(usize, &mut [T]) + Sync),
+) {
     match ex {
-        Executor::MultiThread(pool) => {
-            pool.install(|| data.par_chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c)))
-        }
-        Executor::RayonGlobal => data.par_chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c)),
+        Executor::MultiThread(pool) => pool.install(|| {
+            data.par_chunks_mut(len)
+                .enumerate()
+                .for_each(|(i, c)| f(i, c))
+        }),
+        Executor::RayonGlobal => data
+            .par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c)),
         _ => data.chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c)),
     }
 }
@@ -562,7 +619,9 @@ impl Geometry {
 
     /// Output-channel groups a row chunk is cut into, for `blocks` channel blocks.
     fn channel_groups(&self, blocks: usize) -> usize {
-        MIN_UNITS.div_ceil(self.height.div_ceil(ROWS_PER_UNIT)).clamp(1, blocks)
+        MIN_UNITS
+            .div_ceil(self.height.div_ceil(ROWS_PER_UNIT))
+            .clamp(1, blocks)
     }
 
     /// Units of work for `blocks` output-channel blocks.
@@ -578,7 +637,10 @@ impl Geometry {
         let y0 = chunk * ROWS_PER_UNIT;
         let per = blocks.div_ceil(groups);
         let b0 = (group * per).min(blocks);
-        ((y0, (y0 + ROWS_PER_UNIT).min(self.height)), b0..(b0 + per).min(blocks))
+        (
+            (y0, (y0 + ROWS_PER_UNIT).min(self.height)),
+            b0..(b0 + per).min(blocks),
+        )
     }
 
     /// Calls `f` with the output vectors of rows `y0..y1` in groups of at most `max_spans`
@@ -610,7 +672,12 @@ impl Geometry {
     /// Writes one padded plane row by row: `row(y, dst)` fills the `width` (× `depth`) data
     /// values of image row `y`; the borders are zeroed.
     #[inline(always)]
-    fn fill_plane<T: Copy + Default>(&self, plane: &mut [T], depth: usize, mut row: impl FnMut(usize, &mut [T])) {
+    fn fill_plane<T: Copy + Default>(
+        &self,
+        plane: &mut [T],
+        depth: usize,
+        mut row: impl FnMut(usize, &mut [T]),
+    ) {
         let (p, pw) = (self.pad, self.pw * depth);
         let zero = T::default();
         plane[..p * pw].fill(zero);
@@ -681,7 +748,11 @@ impl Geometry {
             // Channels past `cin` read channel 4g through a stage that zeroes it.
             let channel = |c: usize| if 4 * g + c < cin { 4 * g + c } else { 4 * g };
             let affine = |c: usize| {
-                if 4 * g + c < cin { stage.affine(src.pre, 4 * g + c) } else { (0.0, 0.0, 0.0) }
+                if 4 * g + c < cin {
+                    stage.affine(src.pre, 4 * g + c)
+                } else {
+                    (0.0, 0.0, 0.0)
+                }
             };
             let stages = [affine(0), affine(1), affine(2), affine(3)];
             let mut tmp = [[0f32; CHUNK]; 4];
@@ -746,15 +817,27 @@ impl EvalOp for DirectConvOp {
             conv.cout
         );
         let expected = 1 + conv.input.pre_add as usize + self.residual as usize;
-        ensure!(inputs.len() == expected, "convolution given {} inputs, expected {expected}", inputs.len());
+        ensure!(
+            inputs.len() == expected,
+            "convolution given {} inputs, expected {expected}",
+            inputs.len()
+        );
         let (n, hs, ws) = (shape[0], shape[2], shape[3]);
         let (h, w) = conv.output_dims(hs, ws);
         fn slice(t: &TValue) -> TractResult<&[f32]> {
             t.try_as_plain_ram()?.as_slice::<f32>()
         }
         let src = slice(input)?;
-        let pre = if conv.input.pre_add { Some(slice(&inputs[1])?) } else { None };
-        let residual = if self.residual { Some(slice(&inputs[expected - 1])?) } else { None };
+        let pre = if conv.input.pre_add {
+            Some(slice(&inputs[1])?)
+        } else {
+            None
+        };
+        let residual = if self.residual {
+            Some(slice(&inputs[expected - 1])?)
+        } else {
+            None
+        };
         // SAFETY: every value of the output is written by `forward` (every output channel
         // of every row of every image) before the tensor is read.
         let mut out = unsafe { Tensor::uninitialized::<f32>(&[n, conv.cout, h, w])? };
@@ -779,7 +862,12 @@ impl TypedOp for DirectConvOp {
             Resample::MaxPool2 => (s[2].clone() / 2, s[3].clone() / 2),
             Resample::Nearest2 => (s[2].clone() * 2, s[3].clone() * 2),
         };
-        Ok(tvec!(f32::fact([s[0].clone(), self.conv.cout.to_dim(), h, w])))
+        Ok(tvec!(f32::fact([
+            s[0].clone(),
+            self.conv.cout.to_dim(),
+            h,
+            w
+        ])))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -791,6 +879,9 @@ impl TypedOp for DirectConvOp {
             Precision::F32 => f32::datum_type(),
             Precision::Int8 => i8::datum_type(),
         };
-        Ok(tvec!((Cost::FMA(dt), points * (c.cin * c.cout * c.ks * c.ks))))
+        Ok(tvec!((
+            Cost::FMA(dt),
+            points * (c.cin * c.cout * c.ks * c.ks)
+        )))
     }
 }

@@ -57,7 +57,10 @@ fn residual_add(model: &TypedModel, id: usize) -> Option<(usize, OutletId)> {
         return None;
     }
     let other = add.inputs[1 - succ[0].slot];
-    let (a, b) = (model.outlet_fact(conv_out).ok()?, model.outlet_fact(other).ok()?);
+    let (a, b) = (
+        model.outlet_fact(conv_out).ok()?,
+        model.outlet_fact(other).ok()?,
+    );
     let out = model.outlet_fact(OutletId::new(add.id, 0)).ok()?;
     (a.shape == b.shape && b.shape == out.shape && b.datum_type == f32::datum_type())
         .then_some((add.id, other))
@@ -66,8 +69,11 @@ fn residual_add(model: &TypedModel, id: usize) -> Option<(usize, OutletId)> {
 /// Replaces the convolutions of `model` as `choice` allows.
 pub(crate) fn patch_convolutions(model: &mut TypedModel, choice: &Choice) -> TractResult<Report> {
     let mut report = Report::default();
-    let convs: Vec<usize> =
-        model.eval_order()?.into_iter().filter(|&id| model.node(id).op_is::<Conv>()).collect();
+    let convs: Vec<usize> = model
+        .eval_order()?
+        .into_iter()
+        .filter(|&id| model.node(id).op_is::<Conv>())
+        .collect();
     for id in convs {
         let Some((wires, conv)) = replacement(model, id, choice)? else {
             report.tract_layers += 1;
@@ -93,7 +99,10 @@ pub(crate) fn patch_convolutions(model: &mut TypedModel, choice: &Choice) -> Tra
             }
             None => OutletId::new(id, 0),
         };
-        let op = DirectConvOp { conv: Arc::new(conv), residual: residual.is_some() };
+        let op = DirectConvOp {
+            conv: Arc::new(conv),
+            residual: residual.is_some(),
+        };
         let out = patch.wire_node(name, op, &taps)?;
         patch.shunt_outside(model, replaced, out[0])?;
         patch.obliterate(id)?;
@@ -145,9 +154,10 @@ fn replacement(
         return Ok(None);
     }
     let (cin, cout) = (op.input_channels(), op.output_channels());
-    let (Some(weights), Some(bias)) =
-        (constant_f32(model, node.inputs[1]), constant_f32(model, node.inputs[2]))
-    else {
+    let (Some(weights), Some(bias)) = (
+        constant_f32(model, node.inputs[1]),
+        constant_f32(model, node.inputs[2]),
+    ) else {
         return Ok(None);
     };
     if weights.len() != cout * cin * ks * ks {
@@ -201,7 +211,9 @@ fn constant(model: &TypedModel, outlet: OutletId, depth: usize) -> Option<Arc<Te
         .map(|i| constant(model, *i, depth - 1).map(|t| t.into_tvalue()))
         .collect::<Option<_>>()?;
     let outputs = node.op.eval_out_of_plan(inputs).ok()??;
-    outputs.get(outlet.slot).map(|v| v.clone().into_arc_tensor())
+    outputs
+        .get(outlet.slot)
+        .map(|v| v.clone().into_arc_tensor())
 }
 
 /// Walks back from a convolution's input through `Max(·, 0)`, then `Add(·, shift)`, then
@@ -245,10 +257,21 @@ fn per_image_add(model: &TypedModel, outlet: OutletId, cin: usize) -> Option<(Ou
     if !bin.0.is::<Add>() || node.inputs.len() != 2 || outlet.slot != 0 {
         return None;
     }
-    let out = model.outlet_fact(outlet).ok()?.shape.as_concrete()?.to_vec();
-    for (x, v) in [(node.inputs[0], node.inputs[1]), (node.inputs[1], node.inputs[0])] {
+    let out = model
+        .outlet_fact(outlet)
+        .ok()?
+        .shape
+        .as_concrete()?
+        .to_vec();
+    for (x, v) in [
+        (node.inputs[0], node.inputs[1]),
+        (node.inputs[1], node.inputs[0]),
+    ] {
         let (xf, vf) = (model.outlet_fact(x).ok()?, model.outlet_fact(v).ok()?);
-        if vf.konst.is_some() || xf.datum_type != f32::datum_type() || vf.datum_type != f32::datum_type() {
+        if vf.konst.is_some()
+            || xf.datum_type != f32::datum_type()
+            || vf.datum_type != f32::datum_type()
+        {
             continue;
         }
         if xf.shape.as_concrete() == Some(&out[..])
@@ -272,17 +295,39 @@ fn resampling(model: &TypedModel, outlet: OutletId) -> Option<(OutletId, Resampl
     let data = node.inputs[0];
     let fact = model.outlet_fact(data).ok()?;
     let dims = fact.shape.as_concrete()?.to_vec();
-    let out = model.outlet_fact(outlet).ok()?.shape.as_concrete()?.to_vec();
-    if dims.len() != 4 || out.len() != 4 || fact.datum_type != f32::datum_type() || fact.konst.is_some() {
+    let out = model
+        .outlet_fact(outlet)
+        .ok()?
+        .shape
+        .as_concrete()?
+        .to_vec();
+    if dims.len() != 4
+        || out.len() != 4
+        || fact.datum_type != f32::datum_type()
+        || fact.konst.is_some()
+    {
         return None;
     }
     let how = [Resample::MaxPool2, Resample::Nearest2]
         .into_iter()
-        .find(|h| out == [dims[0], dims[1], h.dims(dims[2], dims[3]).0, h.dims(dims[2], dims[3]).1])?;
+        .find(|h| {
+            out == [
+                dims[0],
+                dims[1],
+                h.dims(dims[2], dims[3]).0,
+                h.dims(dims[2], dims[3]).1,
+            ]
+        })?;
     let mut inputs: TVec<TValue> = tvec!();
     let (c, ph, pw) = (dims[1], 4, 6);
-    let probe: Vec<f32> = (0..c * ph * pw).map(|i| ((i * 37) % 101) as f32 - 50.0).collect();
-    inputs.push(Tensor::from_shape(&[1, c, ph, pw], &probe).ok()?.into_tvalue());
+    let probe: Vec<f32> = (0..c * ph * pw)
+        .map(|i| ((i * 37) % 101) as f32 - 50.0)
+        .collect();
+    inputs.push(
+        Tensor::from_shape(&[1, c, ph, pw], &probe)
+            .ok()?
+            .into_tvalue(),
+    );
     for &i in &node.inputs[1..] {
         inputs.push(constant(model, i, 8)?.into_tvalue());
     }
@@ -292,7 +337,12 @@ fn resampling(model: &TypedModel, outlet: OutletId) -> Option<(OutletId, Resampl
     if got.shape() != [1, c, oh, ow] {
         return None;
     }
-    let got = got.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec();
+    let got = got
+        .try_as_plain_ram()
+        .ok()?
+        .as_slice::<f32>()
+        .ok()?
+        .to_vec();
     let at = |ch: usize, y: usize, x: usize| probe[(ch * ph + y) * pw + x];
     let mut want = Vec::with_capacity(got.len());
     for ch in 0..c {
@@ -325,8 +375,13 @@ fn binary_with_constant<B: tract_core::ops::binary::BinMiniOp>(
         return None;
     }
     let out_shape = model.outlet_fact(outlet).ok()?.shape.clone();
-    for (x, k) in [(node.inputs[0], node.inputs[1]), (node.inputs[1], node.inputs[0])] {
-        if model.outlet_fact(x).ok()?.shape != out_shape || model.outlet_fact(x).ok()?.datum_type != f32::datum_type() {
+    for (x, k) in [
+        (node.inputs[0], node.inputs[1]),
+        (node.inputs[1], node.inputs[0]),
+    ] {
+        if model.outlet_fact(x).ok()?.shape != out_shape
+            || model.outlet_fact(x).ok()?.datum_type != f32::datum_type()
+        {
             continue;
         }
         let kfact = model.outlet_fact(k).ok()?;
@@ -342,7 +397,11 @@ fn binary_with_constant<B: tract_core::ops::binary::BinMiniOp>(
         if !per_channel {
             continue;
         }
-        let values = if values.len() == 1 { vec![values[0]; cin] } else { values };
+        let values = if values.len() == 1 {
+            vec![values[0]; cin]
+        } else {
+            values
+        };
         return Some((x, values));
     }
     None
@@ -358,13 +417,21 @@ mod tests {
         for file in ["models/nuclei_light.onnx", "models/nuclei_light_int8.onnx"] {
             let model = Model::load(file).unwrap();
             let mut typed = model.typed_for_tests(1, 64, 64);
-            let choice = Choice { f32_isa: Isa::Scalar, int8: None };
+            let choice = Choice {
+                f32_isa: Isa::Scalar,
+                int8: None,
+            };
             let report = patch_convolutions(&mut typed, &choice).unwrap();
             // Every block adds its 3×3 convolutions' output to the residual stream twice; the
             // upsampling blocks' first adds the skip connection.
             assert_eq!(
                 report,
-                Report { f32_layers: 41, int8_layers: 0, tract_layers: 0, residual_adds: 20 },
+                Report {
+                    f32_layers: 41,
+                    int8_layers: 0,
+                    tract_layers: 0,
+                    residual_adds: 20
+                },
                 "{file}"
             );
             let typed = typed.into_decluttered().unwrap();
@@ -381,24 +448,39 @@ mod tests {
                 let fact = typed.outlet_fact(OutletId::new(id, 0)).unwrap();
                 let dims = fact.shape.as_concrete().unwrap().to_vec();
                 let image_sized = dims.len() == 4 && dims[2] * dims[3] > 1;
-                if image_sized && !n.op_is::<DirectConvOp>() && !["Source", "Reduce<Sum>"].contains(&&*n.op.name()) {
-                    panic!("{file}: {} ({}) still runs on an image-sized tensor", n.name, n.op.name());
+                if image_sized
+                    && !n.op_is::<DirectConvOp>()
+                    && !["Source", "Reduce<Sum>"].contains(&&*n.op.name())
+                {
+                    panic!(
+                        "{file}: {} ({}) still runs on an image-sized tensor",
+                        n.name,
+                        n.op.name()
+                    );
                 }
             }
             let mut relus = 0;
             let mut fused = 0;
             for id in typed.eval_order().unwrap() {
                 let n = typed.node(id);
-                if let Some(bin) = n.op_as::<TypedBinOp>() && bin.0.is::<Max>() {
+                if let Some(bin) = n.op_as::<TypedBinOp>()
+                    && bin.0.is::<Max>()
+                {
                     relus += 1;
                 }
-                if let Some(c) = n.op_as::<DirectConvOp>() && c.conv.precision() == Precision::F32 {
+                if let Some(c) = n.op_as::<DirectConvOp>()
+                    && c.conv.precision() == Precision::F32
+                {
                     fused += format!("{:?}", c.conv).contains("relu true") as usize;
                 }
             }
             // The ReLUs left are the ones after the first 3×3 convolution of a block whose
             // output is also read elsewhere; every 3×3 convolution reads through one.
-            assert_eq!(fused, 32 + 1, "{file}: 3×3 convolutions and the output 1×1 with a ReLU");
+            assert_eq!(
+                fused,
+                32 + 1,
+                "{file}: 3×3 convolutions and the output 1×1 with a ReLU"
+            );
             assert_eq!(relus, 0, "{file}: ReLU nodes left in the graph");
         }
     }

@@ -1,6 +1,22 @@
-//! Runs the network over the tiles of a padded image (reference `core.run_net`): tiles are
-//! batched through tract, their outputs blended back with the taper, and the style vectors
-//! of all tiles summed and L2-normalised.
+//! The network: tract runs the ONNX graph, with our convolution in it.
+//!
+//! The folder, in the order a tile goes through it:
+//! - [`tiling`]: 224-px tiles of the padded image, tapered blending, test-time flips;
+//! - this file: runs the tiles through the tract plan (reference `core.run_net`) and sums
+//!   the tiles' style vectors;
+//! - `graph`: the model patch applied before tract optimises the plan
+//!   ([`crate::model::Model`]): every 3×3 and 1×1 convolution becomes our op, with the batch
+//!   norm, ReLU, style addition, max pooling or upsampling in front of it and the residual
+//!   addition after it folded in, so that tract runs no image-sized op of the U-Net itself;
+//! - `conv`: that op, a direct convolution on a zero-padded copy of its input, f32 or int8
+//!   (u8 activations over calibrated scales × i8 weights, i32 sums), split over the
+//!   executor's threads by rows and output channels;
+//! - `kernels`: its inner loops, one file per instruction set (AVX-512 with VNNI, AVX2 + FMA,
+//!   NEON) beside the scalar twin they are tested against; the fastest the CPU has is chosen
+//!   at run time ([`Isa::best_f32`], [`Isa::best_i8`]) and logged when a plan is built.
+//!
+//! [`crate::model::Convolution`] selects tract's own convolution instead (for comparison) or
+//! f32 for an int8 file.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -282,9 +298,13 @@ pub fn time_convolution(
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
     let bias = vec![0.1; cout];
-    let stage = conv::InputStage { relu: true, ..Default::default() };
+    let stage = conv::InputStage {
+        relu: true,
+        ..Default::default()
+    };
     let mut direct =
-        conv::DirectConv::new_f32(&weights, &bias, (cin, cout, 3), stage, Isa::best_f32()).map_err(err)?;
+        conv::DirectConv::new_f32(&weights, &bias, (cin, cout, 3), stage, Isa::best_f32())
+            .map_err(err)?;
     if int8 && let Some(isa) = Isa::best_i8() {
         direct = direct.with_int8(&weights, 1.0 / 255.0, isa).map_err(err)?;
     }

@@ -181,7 +181,12 @@ unsafe fn i8_tile<const NV: usize>(b: &I8Block, spans: &[Span], out: OutPlanes) 
 /// # Safety
 /// AVX-512F present.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn quantize_rows(rows: [&[f32]; 4], stage: [Affine; 4], inv_scale: f32, dst: &mut [u8]) {
+pub(crate) unsafe fn quantize_rows(
+    rows: [&[f32]; 4],
+    stage: [Affine; 4],
+    inv_scale: f32,
+    dst: &mut [u8],
+) {
     let n = dst.len() / 4;
     assert!(rows.iter().all(|r| r.len() >= n));
     let zero = _mm512_setzero_ps();
@@ -202,7 +207,10 @@ pub(crate) unsafe fn quantize_rows(rows: [&[f32]; 4], stage: [Affine; 4], inv_sc
     while i + 16 <= n {
         let packed = _mm512_or_si512(
             _mm512_or_si512(code(0, i), _mm512_slli_epi32::<8>(code(1, i))),
-            _mm512_or_si512(_mm512_slli_epi32::<16>(code(2, i)), _mm512_slli_epi32::<24>(code(3, i))),
+            _mm512_or_si512(
+                _mm512_slli_epi32::<16>(code(2, i)),
+                _mm512_slli_epi32::<24>(code(3, i)),
+            ),
         );
         // SAFETY: bytes `4i .. 4i + 64` are inside `dst` (`i + 16 ≤ n = dst.len() / 4`).
         unsafe { _mm512_storeu_si512(dst.as_mut_ptr().add(4 * i) as *mut __m512i, packed) };
@@ -230,12 +238,18 @@ pub(crate) unsafe fn maxpool2(r0: &[f32], r1: &[f32], dst: &mut [f32]) {
     while i + 16 <= n {
         // SAFETY: reads `2i .. 2i + 32 ≤ 2n` of both rows, writes `i .. i + 16 ≤ n` of `dst`.
         unsafe {
-            let a0 = _mm512_max_ps(_mm512_loadu_ps(r0.as_ptr().add(2 * i)), _mm512_loadu_ps(r1.as_ptr().add(2 * i)));
+            let a0 = _mm512_max_ps(
+                _mm512_loadu_ps(r0.as_ptr().add(2 * i)),
+                _mm512_loadu_ps(r1.as_ptr().add(2 * i)),
+            );
             let a1 = _mm512_max_ps(
                 _mm512_loadu_ps(r0.as_ptr().add(2 * i + 16)),
                 _mm512_loadu_ps(r1.as_ptr().add(2 * i + 16)),
             );
-            let m = _mm512_max_ps(_mm512_permutex2var_ps(a0, even, a1), _mm512_permutex2var_ps(a0, odd, a1));
+            let m = _mm512_max_ps(
+                _mm512_permutex2var_ps(a0, even, a1),
+                _mm512_permutex2var_ps(a0, odd, a1),
+            );
             _mm512_storeu_ps(dst.as_mut_ptr().add(i), m);
         }
         i += 16;

@@ -243,7 +243,12 @@ fn stage_row_body((pre, scale, shift): Affine, relu: bool, row: &[f32], dst: &mu
 /// `trunc(min(x · inv_scale, 255) + 0.5)` (NaN to 0), interleaved: pixel `i` is bytes
 /// `4i..4i + 4` of `dst`, channel order.
 #[inline(always)]
-pub(crate) fn quantize_rows_body(rows: [&[f32]; 4], stage: [Affine; 4], inv_scale: f32, dst: &mut [u8]) {
+pub(crate) fn quantize_rows_body(
+    rows: [&[f32]; 4],
+    stage: [Affine; 4],
+    inv_scale: f32,
+    dst: &mut [u8],
+) {
     let n = dst.len() / 4;
     let code = |x: f32, (p, s, t): Affine| -> u32 {
         // `as` saturates and sends NaN to 0; the value is ≥ 0 after the max, so + 0.5 rounds.
@@ -271,7 +276,6 @@ fn stage_row_avx2(affine: Affine, relu: bool, row: &[f32], dst: &mut [f32]) {
     stage_row_body(affine, relu, row, dst)
 }
 
-
 /// `max` as x86's `maxps` computes it (`b` when either is NaN), so that the scalar twin and
 /// the SIMD code agree on every input.
 #[inline(always)]
@@ -283,7 +287,10 @@ fn max_ps(a: f32, b: f32) -> f32 {
 /// r1[2i], r1[2i + 1]` (`r0`, `r1` at least `2 · dst.len()` long).
 pub(crate) fn maxpool2_body(r0: &[f32], r1: &[f32], dst: &mut [f32]) {
     for (i, d) in dst.iter_mut().enumerate() {
-        *d = max_ps(max_ps(r0[2 * i], r1[2 * i]), max_ps(r0[2 * i + 1], r1[2 * i + 1]));
+        *d = max_ps(
+            max_ps(r0[2 * i], r1[2 * i]),
+            max_ps(r0[2 * i + 1], r1[2 * i + 1]),
+        );
     }
 }
 
@@ -333,7 +340,13 @@ impl Isa {
 
     /// Four channels' rows to interleaved u8 codes (see the module docs), compiled for this
     /// instruction set.
-    pub(crate) fn quantize_rows(self, rows: [&[f32]; 4], stage: [Affine; 4], inv_scale: f32, dst: &mut [u8]) {
+    pub(crate) fn quantize_rows(
+        self,
+        rows: [&[f32]; 4],
+        stage: [Affine; 4],
+        inv_scale: f32,
+        dst: &mut [u8],
+    ) {
         match self {
             // SAFETY: `self` is a set this CPU has (it came from `available_i8`).
             #[cfg(target_arch = "x86_64")]

@@ -87,9 +87,17 @@ unsafe fn f32_tile<const NV: usize, const KS: usize>(b: &F32Block, spans: &[Span
                 let dst = out.out.add(at);
                 let mut tmp = [0f32; LANES];
                 if !out.residual.is_null() {
-                    std::ptr::copy_nonoverlapping(out.residual.add(at), tmp.as_mut_ptr(), span.lanes);
+                    std::ptr::copy_nonoverlapping(
+                        out.residual.add(at),
+                        tmp.as_mut_ptr(),
+                        span.lanes,
+                    );
                 }
-                let v = if out.residual.is_null() { row[j] } else { vaddq_f32(row[j], vld1q_f32(tmp.as_ptr())) };
+                let v = if out.residual.is_null() {
+                    row[j]
+                } else {
+                    vaddq_f32(row[j], vld1q_f32(tmp.as_ptr()))
+                };
                 if span.lanes >= LANES {
                     vst1q_f32(dst, v);
                 } else {

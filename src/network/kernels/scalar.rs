@@ -37,7 +37,11 @@ pub(crate) unsafe fn conv_f32(b: &F32Block, spans: &[Span], out: OutPlanes) {
                 // SAFETY: the caller guarantees this output position is writable and ours, and
                 // readable in a non-null residual.
                 unsafe {
-                    let r = if out.residual.is_null() { 0.0 } else { *out.residual.add(at) };
+                    let r = if out.residual.is_null() {
+                        0.0
+                    } else {
+                        *out.residual.add(at)
+                    };
                     *out.out.add(at) = if out.residual.is_null() { acc } else { acc + r };
                 }
             }
@@ -68,7 +72,11 @@ pub(crate) unsafe fn conv_i8(b: &I8Block, spans: &[Span], out: OutPlanes) {
                 let at = o * out.out_plane + s.output + l;
                 // SAFETY: as in `conv_f32`.
                 unsafe {
-                    let r = if out.residual.is_null() { 0.0 } else { *out.residual.add(at) };
+                    let r = if out.residual.is_null() {
+                        0.0
+                    } else {
+                        *out.residual.add(at)
+                    };
                     *out.out.add(at) = if out.residual.is_null() { v } else { v + r };
                 }
             }

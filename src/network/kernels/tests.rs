@@ -7,17 +7,24 @@ use crate::network::conv::{DirectConv, InputStage, Resample};
 
 /// Deterministic values in [-1, 1) (a linear congruential sequence).
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
 }
 
 fn relu_stage(relu: bool) -> InputStage {
-    InputStage { relu, ..InputStage::default() }
+    InputStage {
+        relu,
+        ..InputStage::default()
+    }
 }
 
 /// `torch.nn.functional.conv2d(relu?(x), w, b, padding=1)` in f64, for one image.
@@ -54,7 +61,8 @@ fn reference_ks(
                 for c in 0..cin {
                     for ky in 0..ks {
                         for kx in 0..ks {
-                            let (iy, ix) = (y as isize + ky as isize - p, xx as isize + kx as isize - p);
+                            let (iy, ix) =
+                                (y as isize + ky as isize - p, xx as isize + kx as isize - p);
                             if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
                                 continue;
                             }
@@ -81,7 +89,15 @@ fn reference_ks(
 
 /// (cin, cout) pairs: the network's widths (2 → 16 … 128 → 128) and sizes that are not a
 /// multiple of any kernel's channel block.
-const CHANNELS: [(usize, usize); 7] = [(2, 16), (16, 16), (16, 32), (32, 64), (64, 128), (128, 128), (3, 5)];
+const CHANNELS: [(usize, usize); 7] = [
+    (2, 16),
+    (16, 16),
+    (16, 32),
+    (32, 64),
+    (64, 128),
+    (128, 128),
+    (3, 5),
+];
 /// Odd sides: one pixel, just under and over a vector, two vectors and one pixel.
 const SIDES: [usize; 4] = [1, 15, 17, 33];
 
@@ -99,14 +115,25 @@ fn f32_kernels_match_a_plain_convolution_on_odd_sizes() {
                 let w = values(cout * cin * 9, 100 + k as u64);
                 let b = values(cout, 200 + k as u64);
                 for relu in [false, true] {
-                    let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(relu), isa).unwrap();
+                    let conv =
+                        DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(relu), isa).unwrap();
                     let mut out = vec![f32::NAN; cout * h * wd];
-                    conv.forward(&x, (1, h, wd), (None, None), &mut out, &Executor::SingleThread).unwrap();
+                    conv.forward(
+                        &x,
+                        (1, h, wd),
+                        (None, None),
+                        &mut out,
+                        &Executor::SingleThread,
+                    )
+                    .unwrap();
                     let want = reference(&x, &w, &b, cin, cout, h, wd, relu);
                     // f32 sums of up to 128 · 9 products of magnitude ≤ 1.
                     let tol = 1e-6 * (cin * 9) as f32 + 1e-5;
                     let d = max_abs_diff(&out, &want);
-                    assert!(d <= tol, "{isa:?} {cin}→{cout} {h}×{wd} relu {relu}: max diff {d}");
+                    assert!(
+                        d <= tol,
+                        "{isa:?} {cin}→{cout} {h}×{wd} relu {relu}: max diff {d}"
+                    );
                 }
             }
         }
@@ -129,10 +156,20 @@ fn f32_kernels_run_1x1_projections_with_a_batch_norm_in_front() {
             };
             let conv = DirectConv::new_f32(&w, &b, (cin, cout, 1), stage.clone(), isa).unwrap();
             let mut out = vec![f32::NAN; cout * h * wd];
-            conv.forward(&x, (1, h, wd), (None, None), &mut out, &Executor::multithread(2)).unwrap();
+            conv.forward(
+                &x,
+                (1, h, wd),
+                (None, None),
+                &mut out,
+                &Executor::multithread(2),
+            )
+            .unwrap();
             let want = reference_ks(&x, &w, &b, (cin, cout, 1), h, wd, &stage);
             let d = max_abs_diff(&out, &want);
-            assert!(d <= 1e-5 * cin as f32 + 1e-5, "{isa:?} 1×1 {cin}→{cout} {h}×{wd}: {d}");
+            assert!(
+                d <= 1e-5 * cin as f32 + 1e-5,
+                "{isa:?} 1×1 {cin}→{cout} {h}×{wd}: {d}"
+            );
         }
     }
 }
@@ -148,12 +185,39 @@ fn f32_kernels_cover_both_sides_of_every_row() {
     for isa in Isa::available_f32() {
         let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), isa).unwrap();
         let mut one = vec![f32::NAN; 2 * cout * h * wd];
-        conv.forward(&x, (2, h, wd), (None, None), &mut one, &Executor::SingleThread).unwrap();
+        conv.forward(
+            &x,
+            (2, h, wd),
+            (None, None),
+            &mut one,
+            &Executor::SingleThread,
+        )
+        .unwrap();
         let mut two = vec![f32::NAN; 2 * cout * h * wd];
-        conv.forward(&x, (2, h, wd), (None, None), &mut two, &Executor::multithread(2)).unwrap();
-        assert_eq!(one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), two.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{isa:?}");
+        conv.forward(
+            &x,
+            (2, h, wd),
+            (None, None),
+            &mut two,
+            &Executor::multithread(2),
+        )
+        .unwrap();
+        assert_eq!(
+            one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            two.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{isa:?}"
+        );
         for img in 0..2 {
-            let want = reference(&x[img * cin * h * wd..(img + 1) * cin * h * wd], &w, &b, cin, cout, h, wd, true);
+            let want = reference(
+                &x[img * cin * h * wd..(img + 1) * cin * h * wd],
+                &w,
+                &b,
+                cin,
+                cout,
+                h,
+                wd,
+                true,
+            );
             let d = max_abs_diff(&one[img * cout * h * wd..(img + 1) * cout * h * wd], &want);
             assert!(d < 1e-4, "{isa:?} image {img}: {d}");
         }
@@ -174,20 +238,39 @@ fn int8_kernels_match_the_scalar_int8_kernel_and_stay_near_f32() {
                 .with_int8(&w, scale, Isa::Scalar)
                 .unwrap();
             let mut want = vec![f32::NAN; cout * h * wd];
-            scalar.forward(&x, (1, h, wd), (None, None), &mut want, &Executor::SingleThread).unwrap();
+            scalar
+                .forward(
+                    &x,
+                    (1, h, wd),
+                    (None, None),
+                    &mut want,
+                    &Executor::SingleThread,
+                )
+                .unwrap();
             // Quantization error: half a code (1/510) on each input, half a weight step
             // (max |w| / 254) on each weight, over cin · 9 products.
             let exact = reference(&x, &w, &b, cin, cout, h, wd, true);
             let bound = (cin * 9) as f32 * (0.5 / 255.0 + 0.5 / 127.0) + 1e-4;
             let d = max_abs_diff(&want, &exact);
-            assert!(d <= bound, "scalar int8 {cin}→{cout} {h}×{wd}: {d} > {bound}");
+            assert!(
+                d <= bound,
+                "scalar int8 {cin}→{cout} {h}×{wd}: {d} > {bound}"
+            );
             for isa in Isa::available_i8() {
-                let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), Isa::Scalar)
-                    .unwrap()
-                    .with_int8(&w, scale, isa)
-                    .unwrap();
+                let conv =
+                    DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), Isa::Scalar)
+                        .unwrap()
+                        .with_int8(&w, scale, isa)
+                        .unwrap();
                 let mut out = vec![f32::NAN; cout * h * wd];
-                conv.forward(&x, (1, h, wd), (None, None), &mut out, &Executor::multithread(2)).unwrap();
+                conv.forward(
+                    &x,
+                    (1, h, wd),
+                    (None, None),
+                    &mut out,
+                    &Executor::multithread(2),
+                )
+                .unwrap();
                 // Same integer sums; only the final multiply-add may round differently.
                 let d = max_abs_diff(&out, &want);
                 assert!(d <= 1e-5, "{isa:?} int8 {cin}→{cout} {h}×{wd}: {d}");
@@ -215,9 +298,23 @@ fn int8_saturates_large_activations_and_reads_nan_as_zero() {
             .with_int8(&w, 1.0 / 255.0, isa)
             .unwrap();
         let mut out = vec![f32::NAN; cout * h * wd];
-        conv.forward(&x, (1, h, wd), (None, None), &mut out, &Executor::SingleThread).unwrap();
+        conv.forward(
+            &x,
+            (1, h, wd),
+            (None, None),
+            &mut out,
+            &Executor::SingleThread,
+        )
+        .unwrap();
         let mut want = vec![f32::NAN; cout * h * wd];
-        conv.forward(&clean, (1, h, wd), (None, None), &mut want, &Executor::SingleThread).unwrap();
+        conv.forward(
+            &clean,
+            (1, h, wd),
+            (None, None),
+            &mut want,
+            &Executor::SingleThread,
+        )
+        .unwrap();
         assert_eq!(out, want, "{isa:?}");
     }
 }
@@ -232,19 +329,29 @@ fn the_dispatch_offers_the_scalar_kernels_everywhere() {
 #[test]
 fn quantized_rows_are_the_same_codes_on_every_instruction_set() {
     let n = 37;
-    let mut rows: Vec<Vec<f32>> = (0..4).map(|c| values(n, 1200 + c).iter().map(|v| v * 3.0).collect()).collect();
+    let mut rows: Vec<Vec<f32>> = (0..4)
+        .map(|c| values(n, 1200 + c).iter().map(|v| v * 3.0).collect())
+        .collect();
     rows[1][5] = f32::NAN;
     rows[2][6] = f32::INFINITY;
     rows[3][7] = f32::NEG_INFINITY;
     rows[0][20] = 1e30;
-    let stage = [(0.0, 1.5, 0.25), (0.3, 0.5, -0.1), (0.0, 1.0, 0.0), (0.0, 0.0, 0.0)];
+    let stage = [
+        (0.0, 1.5, 0.25),
+        (0.3, 0.5, -0.1),
+        (0.0, 1.0, 0.0),
+        (0.0, 0.0, 0.0),
+    ];
     let r = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
     let mut want = vec![0u8; 4 * n];
     Isa::Scalar.quantize_rows(r, stage, 40.0, &mut want);
     assert_eq!(want[4 * 5 + 1], 0, "NaN");
     assert_eq!(want[4 * 6 + 2], 255, "+inf saturates");
     assert_eq!(want[4 * 20], 255, "large values saturate");
-    assert!(want.chunks(4).all(|p| p[3] == 0), "a zero stage gives zero codes");
+    assert!(
+        want.chunks(4).all(|p| p[3] == 0),
+        "a zero stage gives zero codes"
+    );
     for isa in Isa::available_i8().into_iter().chain(Isa::available_f32()) {
         let mut got = vec![7u8; 4 * n];
         isa.quantize_rows(r, stage, 40.0, &mut got);
@@ -265,12 +372,28 @@ fn every_kernel_adds_the_residual_connection() {
     let b = values(cout, 1302);
     let r = values(cout * h * wd, 1303);
     let mut plain = vec![0f32; cout * h * wd];
-    let scalar = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), Isa::Scalar).unwrap();
-    scalar.forward(&x, (1, h, wd), (None, None), &mut plain, &Executor::SingleThread).unwrap();
+    let scalar =
+        DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), Isa::Scalar).unwrap();
+    scalar
+        .forward(
+            &x,
+            (1, h, wd),
+            (None, None),
+            &mut plain,
+            &Executor::SingleThread,
+        )
+        .unwrap();
     for isa in Isa::available_f32() {
         let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), isa).unwrap();
         let mut out = vec![f32::NAN; cout * h * wd];
-        conv.forward(&x, (1, h, wd), (None, Some(&r)), &mut out, &Executor::SingleThread).unwrap();
+        conv.forward(
+            &x,
+            (1, h, wd),
+            (None, Some(&r)),
+            &mut out,
+            &Executor::SingleThread,
+        )
+        .unwrap();
         let want: Vec<f32> = plain.iter().zip(&r).map(|(a, b)| a + b).collect();
         assert!(max_abs_diff(&out, &want) < 1e-4, "{isa:?}");
     }
@@ -280,9 +403,23 @@ fn every_kernel_adds_the_residual_connection() {
             .with_int8(&w, 1.0 / 255.0, isa)
             .unwrap();
         let mut alone = vec![f32::NAN; cout * h * wd];
-        conv.forward(&x, (1, h, wd), (None, None), &mut alone, &Executor::SingleThread).unwrap();
+        conv.forward(
+            &x,
+            (1, h, wd),
+            (None, None),
+            &mut alone,
+            &Executor::SingleThread,
+        )
+        .unwrap();
         let mut out = vec![f32::NAN; cout * h * wd];
-        conv.forward(&x, (1, h, wd), (None, Some(&r)), &mut out, &Executor::SingleThread).unwrap();
+        conv.forward(
+            &x,
+            (1, h, wd),
+            (None, Some(&r)),
+            &mut out,
+            &Executor::SingleThread,
+        )
+        .unwrap();
         let want: Vec<f32> = alone.iter().zip(&r).map(|(a, b)| a + b).collect();
         assert_eq!(out, want, "{isa:?} int8");
     }
@@ -298,7 +435,9 @@ fn resample(x: &[f32], c: usize, h: usize, w: usize, how: Resample) -> (Vec<f32>
                 let at = |yy: usize, x2: usize| x[(ch * h + yy) * w + x2];
                 out[(ch * oh + y) * ow + xx] = match how {
                     Resample::None => at(y, xx),
-                    Resample::MaxPool2 => at(2 * y, 2 * xx).max(at(2 * y, 2 * xx + 1)).max(at(2 * y + 1, 2 * xx).max(at(2 * y + 1, 2 * xx + 1))),
+                    Resample::MaxPool2 => at(2 * y, 2 * xx)
+                        .max(at(2 * y, 2 * xx + 1))
+                        .max(at(2 * y + 1, 2 * xx).max(at(2 * y + 1, 2 * xx + 1))),
                     Resample::Nearest2 => at(y / 2, xx / 2),
                 };
             }
@@ -310,7 +449,12 @@ fn resample(x: &[f32], c: usize, h: usize, w: usize, how: Resample) -> (Vec<f32>
 #[test]
 fn the_input_stage_pools_upsamples_and_adds_the_style_features_before_the_batch_norm() {
     let (cin, cout) = (8, 16);
-    for (how, h, w) in [(Resample::MaxPool2, 34, 70), (Resample::MaxPool2, 15, 9), (Resample::Nearest2, 14, 37), (Resample::None, 5, 17)] {
+    for (how, h, w) in [
+        (Resample::MaxPool2, 34, 70),
+        (Resample::MaxPool2, 15, 9),
+        (Resample::Nearest2, 14, 37),
+        (Resample::None, 5, 17),
+    ] {
         let x = values(2 * cin * h * w, 1400);
         let wts = values(cout * cin * 9, 1401);
         let b = values(cout, 1402);
@@ -326,14 +470,31 @@ fn the_input_stage_pools_upsamples_and_adds_the_style_features_before_the_batch_
             let conv = DirectConv::new_f32(&wts, &b, (cin, cout, 3), stage.clone(), isa).unwrap();
             let (oh, ow) = conv.output_dims(h, w);
             let mut out = vec![f32::NAN; 2 * cout * oh * ow];
-            conv.forward(&x, (2, h, w), (Some(&pre), None), &mut out, &Executor::multithread(2)).unwrap();
+            conv.forward(
+                &x,
+                (2, h, w),
+                (Some(&pre), None),
+                &mut out,
+                &Executor::multithread(2),
+            )
+            .unwrap();
             for img in 0..2 {
-                let (mut r, rh, rw) = resample(&x[img * cin * h * w..(img + 1) * cin * h * w], cin, h, w, how);
+                let (mut r, rh, rw) = resample(
+                    &x[img * cin * h * w..(img + 1) * cin * h * w],
+                    cin,
+                    h,
+                    w,
+                    how,
+                );
                 assert_eq!((rh, rw), (oh, ow));
                 for (i, v) in r.iter_mut().enumerate() {
                     *v += pre[img * cin + i / (rh * rw)];
                 }
-                let plain = InputStage { resample: Resample::None, pre_add: false, ..stage.clone() };
+                let plain = InputStage {
+                    resample: Resample::None,
+                    pre_add: false,
+                    ..stage.clone()
+                };
                 let want = reference_ks(&r, &wts, &b, (cin, cout, 3), rh, rw, &plain);
                 let got = &out[img * cout * oh * ow..(img + 1) * cout * oh * ow];
                 let d = max_abs_diff(got, &want);
@@ -341,7 +502,8 @@ fn the_input_stage_pools_upsamples_and_adds_the_style_features_before_the_batch_
             }
         }
         for isa in Isa::available_i8() {
-            let f = DirectConv::new_f32(&wts, &b, (cin, cout, 3), stage.clone(), Isa::Scalar).unwrap();
+            let f =
+                DirectConv::new_f32(&wts, &b, (cin, cout, 3), stage.clone(), Isa::Scalar).unwrap();
             let q = DirectConv::new_f32(&wts, &b, (cin, cout, 3), stage.clone(), Isa::Scalar)
                 .unwrap()
                 .with_int8(&wts, 4.0 / 255.0, isa)
@@ -349,8 +511,22 @@ fn the_input_stage_pools_upsamples_and_adds_the_style_features_before_the_batch_
             let (oh, ow) = f.output_dims(h, w);
             let mut a = vec![f32::NAN; 2 * cout * oh * ow];
             let mut c = vec![f32::NAN; 2 * cout * oh * ow];
-            f.forward(&x, (2, h, w), (Some(&pre), None), &mut a, &Executor::SingleThread).unwrap();
-            q.forward(&x, (2, h, w), (Some(&pre), None), &mut c, &Executor::SingleThread).unwrap();
+            f.forward(
+                &x,
+                (2, h, w),
+                (Some(&pre), None),
+                &mut a,
+                &Executor::SingleThread,
+            )
+            .unwrap();
+            q.forward(
+                &x,
+                (2, h, w),
+                (Some(&pre), None),
+                &mut c,
+                &Executor::SingleThread,
+            )
+            .unwrap();
             let bound = (cin * 9) as f32 * (2.0 / 255.0 + 0.5 / 127.0 * 4.0);
             assert!(max_abs_diff(&a, &c) < bound, "{isa:?} int8 {how:?}");
         }
@@ -371,7 +547,11 @@ fn resampling_rows_is_the_same_on_every_instruction_set() {
         for isa in Isa::available_f32().into_iter().chain(Isa::available_i8()) {
             let mut got = vec![f32::NAN; n];
             isa.maxpool2(&r0, &r1, &mut got);
-            assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{isa:?} maxpool {n}");
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{isa:?} maxpool {n}"
+            );
             let mut got = vec![f32::NAN; n];
             isa.nearest2(&r1, &mut got);
             assert_eq!(got, up, "{isa:?} nearest {n}");

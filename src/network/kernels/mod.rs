@@ -128,6 +128,7 @@ impl Isa {
 
     /// Every instruction set this CPU runs int8 kernels for, the scalar one first.
     pub fn available_i8() -> Vec<Isa> {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut v = vec![Isa::Scalar];
         #[cfg(target_arch = "x86_64")]
         {

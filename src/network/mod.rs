@@ -79,6 +79,8 @@ pub struct NetworkScratch {
     blender: TileBlender,
     /// The tiling of the current image, rebuilt in place for each run.
     grid: TileGrid,
+    /// Network outputs of the tiles run side by side (see [`run_grid`]), in tile order.
+    tile_outputs: Vec<Option<TVec<TValue>>>,
 }
 
 /// Pads `img` (`2 × height × width`, normalised and rescaled) as the reference does
@@ -203,12 +205,65 @@ fn run_grid(
     scratch.blender.reset(grid, OUT_CHANNELS);
     let (ly, lx) = (grid.ly, grid.lx);
     let tile_in = IN_CHANNELS * ly * lx;
-    let tile_out = OUT_CHANNELS * ly * lx;
     let style_len = model.info().style_size;
     style.clear();
     style.resize(style_len, 0.0);
     let ntiles = grid.len();
-    let mut k0 = 0;
+    // With batch 1 and a pool of threads, tiles run side by side, one a thread, each with
+    // its convolutions on that thread alone: per tile that is no faster, but nothing waits
+    // on the other thread (a convolution split over two threads waits at every layer). The
+    // tiles that do not fill a round run one after the other, split over the threads.
+    // Outputs are blended and styles summed in tile order, so the result is the same.
+    let pool = match executor {
+        Some(tract_linalg::multithread::Executor::MultiThread(pool)) if batch_size == 1 => {
+            Some(pool)
+        }
+        _ => None,
+    };
+    let side_by_side = pool.map_or(0, |p| {
+        let t = p.current_num_threads().max(1);
+        if t > 1 { ntiles - ntiles % t } else { 0 }
+    });
+    if let Some(pool) = pool.filter(|_| side_by_side > 0) {
+        let _marker = RunMarker::start();
+        let plan = model.plan(1, ly, lx)?;
+        scratch.tile_outputs.clear();
+        scratch.tile_outputs.resize_with(side_by_side, || None);
+        let results: Result<(), ModelError> = pool.install(|| {
+            use rayon::prelude::*;
+            scratch
+                .tile_outputs
+                .par_iter_mut()
+                .enumerate()
+                .try_for_each(|(k, slot)| {
+                    // The input tensor belongs to tract's run, as in the batched path.
+                    let mut input = Tensor::zero::<f32>(&[1, IN_CHANNELS, ly, lx])
+                        .map_err(|e| ModelError::Run(e.to_string()))?;
+                    {
+                        let mut view = input
+                            .try_as_plain_ram_mut()
+                            .map_err(|e| ModelError::Run(e.to_string()))?;
+                        let buf = view
+                            .as_slice_mut::<f32>()
+                            .map_err(|e| ModelError::Run(e.to_string()))?;
+                        grid.extract(k, src, IN_CHANNELS, buf);
+                    }
+                    let single = tract_linalg::multithread::Executor::SingleThread;
+                    let out = tract_linalg::multithread::multithread_tract_scope(single, || {
+                        plan.run(tvec!(input.into()))
+                    })
+                    .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+                    *slot = Some(out);
+                    Ok(())
+                })
+        });
+        results?;
+        for k in 0..side_by_side {
+            let outputs = scratch.tile_outputs[k].take().expect("every tile ran");
+            accumulate_tile(grid, k, 1, &outputs, style, &mut scratch.blender)?;
+        }
+    }
+    let mut k0 = side_by_side;
     while k0 < ntiles {
         let n = batch_size.min(ntiles - k0);
         scratch.batch.resize(n * tile_in, 0.0);
@@ -232,37 +287,7 @@ fn run_grid(
             None => run(),
         }
         .map_err(|e| ModelError::Run(format!("{e:#}")))?;
-        let y = outputs[0]
-            .try_as_plain_ram()
-            .and_then(|v| v.as_slice::<f32>())
-            .map_err(|e| ModelError::Run(e.to_string()))?;
-        let s = outputs[1]
-            .try_as_plain_ram()
-            .and_then(|v| v.as_slice::<f32>())
-            .map_err(|e| ModelError::Run(e.to_string()))?;
-        if y.len() != n * tile_out || s.len() != n * style_len {
-            return Err(ModelError::Run(format!(
-                "network returned {} and {} values, expected {} and {}",
-                y.len(),
-                s.len(),
-                n * tile_out,
-                n * style_len
-            )));
-        }
-        for b in 0..n {
-            scratch.blender.add(
-                grid,
-                k0 + b,
-                &y[b * tile_out..(b + 1) * tile_out],
-                OUT_CHANNELS,
-            );
-        }
-        // Tile styles are summed in tile order (fixed, so the result does not depend on threads).
-        for b in 0..n {
-            for (acc, v) in style.iter_mut().zip(&s[b * style_len..(b + 1) * style_len]) {
-                *acc += *v;
-            }
-        }
+        accumulate_tile(grid, k0, n, &outputs, style, &mut scratch.blender)?;
         k0 += n;
     }
     let norm = style
@@ -278,6 +303,48 @@ fn run_grid(
     scratch
         .blender
         .finish(grid, OUT_CHANNELS, height, width, out);
+    Ok(())
+}
+
+/// Blends the outputs of tiles `k0 .. k0 + n` (one network run, batch `n`) into the
+/// blender and adds their styles to `style`, in tile order.
+fn accumulate_tile(
+    grid: &TileGrid,
+    k0: usize,
+    n: usize,
+    outputs: &TVec<TValue>,
+    style: &mut [f32],
+    blender: &mut TileBlender,
+) -> Result<(), ModelError> {
+    let (ly, lx) = (grid.ly, grid.lx);
+    let tile_out = OUT_CHANNELS * ly * lx;
+    let style_len = style.len();
+    let y = outputs[0]
+        .try_as_plain_ram()
+        .and_then(|v| v.as_slice::<f32>())
+        .map_err(|e| ModelError::Run(e.to_string()))?;
+    let s = outputs[1]
+        .try_as_plain_ram()
+        .and_then(|v| v.as_slice::<f32>())
+        .map_err(|e| ModelError::Run(e.to_string()))?;
+    if y.len() != n * tile_out || s.len() != n * style_len {
+        return Err(ModelError::Run(format!(
+            "network returned {} and {} values, expected {} and {}",
+            y.len(),
+            s.len(),
+            n * tile_out,
+            n * style_len
+        )));
+    }
+    for b in 0..n {
+        blender.add(grid, k0 + b, &y[b * tile_out..(b + 1) * tile_out], OUT_CHANNELS);
+    }
+    // Tile styles are summed in tile order (fixed, so the result does not depend on threads).
+    for b in 0..n {
+        for (acc, v) in style.iter_mut().zip(&s[b * style_len..(b + 1) * style_len]) {
+            *acc += *v;
+        }
+    }
     Ok(())
 }
 

@@ -34,6 +34,7 @@ fn label_boxes(labels: &[u32], width: usize, boxes: &mut Vec<LabelBox>) {
 pub struct FlowScratch {
     heat: Vec<f64>,
     next: Vec<f64>,
+    inside: Vec<f64>,
     ys: Vec<usize>,
     xs: Vec<usize>,
     boxes: Vec<LabelBox>,
@@ -50,6 +51,7 @@ impl FlowScratch {
         let npix = height * width;
         reserve_total(&mut self.heat, framed);
         reserve_total(&mut self.next, framed);
+        reserve_total(&mut self.inside, framed);
         reserve_total(&mut self.ys, npix);
         reserve_total(&mut self.xs, npix);
         reserve_total(&mut self.boxes, max_label);
@@ -108,31 +110,26 @@ pub fn masks_to_flows_into(
         }
         let src = scratch.ys[best.1] * lx + scratch.xs[best.1];
         let niter = 2 * (ly + lx);
+        // `mask` (1 inside, 0 elsewhere, the frame included) lives in `next`'s twin
+        // buffer `inside`; heat outside the mask stays 0, as in the reference, which
+        // updates mask pixels only.
         scratch.heat.clear();
         scratch.heat.resize(ly * lx, 0.0);
         scratch.next.clear();
         scratch.next.resize(ly * lx, 0.0);
-        for _ in 0..niter {
-            scratch.heat[src] += 1.0;
-            for k in 0..scratch.ys.len() {
-                let i = scratch.ys[k] * lx + scratch.xs[k];
-                let t = &scratch.heat;
-                scratch.next[i] = 1.0 / 9.0
-                    * (t[i]
-                        + t[i - lx]
-                        + t[i + lx]
-                        + t[i - 1]
-                        + t[i + 1]
-                        + t[i - lx - 1]
-                        + t[i - lx + 1]
-                        + t[i + lx - 1]
-                        + t[i + lx + 1]);
-            }
-            for k in 0..scratch.ys.len() {
-                let i = scratch.ys[k] * lx + scratch.xs[k];
-                scratch.heat[i] = scratch.next[i];
-            }
+        scratch.inside.clear();
+        scratch.inside.resize(ly * lx, 0.0);
+        for k in 0..scratch.ys.len() {
+            scratch.inside[scratch.ys[k] * lx + scratch.xs[k]] = 1.0;
         }
+        diffuse(
+            &mut scratch.heat,
+            &mut scratch.next,
+            &scratch.inside,
+            (ly, lx),
+            src,
+            niter,
+        );
         let t = &scratch.heat;
         for k in 0..scratch.ys.len() {
             let (y, x) = (scratch.ys[k], scratch.xs[k]);
@@ -146,6 +143,95 @@ pub fn masks_to_flows_into(
         }
     }
     scratch.boxes = boxes;
+}
+
+/// `niter` Jacobi steps of the heat diffusion in one framed box (`ly × lx`, a zero frame of
+/// one pixel): heat is added at `src`, then every pixel inside the mask becomes the mean of
+/// its 3×3 neighbourhood. The whole box is computed row by row (so that the loop is
+/// vectorised) and pixels outside the mask are multiplied by 0: the sum has the
+/// reference's order, so the values are the reference's to the last bit.
+fn diffuse(
+    heat: &mut Vec<f64>,
+    next: &mut Vec<f64>,
+    inside: &[f64],
+    (ly, lx): (usize, usize),
+    src: usize,
+    niter: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { diffuse_avx512(heat, next, inside, (ly, lx), src, niter) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { diffuse_avx2(heat, next, inside, (ly, lx), src, niter) };
+        }
+    }
+    diffuse_body(heat, next, inside, (ly, lx), src, niter)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn diffuse_avx512(
+    heat: &mut Vec<f64>,
+    next: &mut Vec<f64>,
+    inside: &[f64],
+    dims: (usize, usize),
+    src: usize,
+    niter: usize,
+) {
+    diffuse_body(heat, next, inside, dims, src, niter)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn diffuse_avx2(
+    heat: &mut Vec<f64>,
+    next: &mut Vec<f64>,
+    inside: &[f64],
+    dims: (usize, usize),
+    src: usize,
+    niter: usize,
+) {
+    diffuse_body(heat, next, inside, dims, src, niter)
+}
+
+#[inline(always)]
+fn diffuse_body(
+    heat: &mut Vec<f64>,
+    next: &mut Vec<f64>,
+    inside: &[f64],
+    (ly, lx): (usize, usize),
+    src: usize,
+    niter: usize,
+) {
+    for _ in 0..niter {
+        heat[src] += 1.0;
+        for y in 1..ly - 1 {
+            let (up, mid, down) = (
+                &heat[(y - 1) * lx..y * lx],
+                &heat[y * lx..(y + 1) * lx],
+                &heat[(y + 1) * lx..(y + 2) * lx],
+            );
+            let m = &inside[y * lx..(y + 1) * lx];
+            let out = &mut next[y * lx..(y + 1) * lx];
+            for x in 1..lx - 1 {
+                let sum = mid[x]
+                    + up[x]
+                    + down[x]
+                    + mid[x - 1]
+                    + mid[x + 1]
+                    + up[x - 1]
+                    + up[x + 1]
+                    + down[x - 1]
+                    + down[x + 1];
+                out[x] = m[x] * (1.0 / 9.0 * sum);
+            }
+        }
+        std::mem::swap(heat, next);
+    }
 }
 
 /// Per-label mean squared error between the flows of the masks and the network's flows
@@ -214,6 +300,65 @@ mod tests {
         let i = 7 * w + 8;
         assert!(((f[i] as f64).hypot(f[h * w + i] as f64) - 1.0).abs() < 1e-5);
         assert_eq!(f[0], 0.0);
+    }
+
+    /// The reference's loop (`masks_to_flows_cpu`): mask pixels only, one at a time.
+    fn diffuse_mask_pixels(
+        inside: &[f64],
+        (ly, lx): (usize, usize),
+        src: usize,
+        niter: usize,
+    ) -> Vec<f64> {
+        let pix: Vec<usize> = (0..ly * lx).filter(|&i| inside[i] == 1.0).collect();
+        let (mut heat, mut next) = (vec![0.0f64; ly * lx], vec![0.0f64; ly * lx]);
+        for _ in 0..niter {
+            heat[src] += 1.0;
+            for &i in &pix {
+                let t = &heat;
+                next[i] = 1.0 / 9.0
+                    * (t[i]
+                        + t[i - lx]
+                        + t[i + lx]
+                        + t[i - 1]
+                        + t[i + 1]
+                        + t[i - lx - 1]
+                        + t[i - lx + 1]
+                        + t[i + lx - 1]
+                        + t[i + lx + 1]);
+            }
+            for &i in &pix {
+                heat[i] = next[i];
+            }
+        }
+        heat
+    }
+
+    #[test]
+    fn whole_box_diffusion_is_the_references_mask_pixel_loop_to_the_bit() {
+        // An irregular mask (a disk with a notch and a hole) in a framed 23 × 31 box.
+        let (ly, lx) = (23, 31);
+        let mut inside = vec![0.0f64; ly * lx];
+        for y in 1..ly - 1 {
+            for x in 1..lx - 1 {
+                let (dy, dx) = (y as f64 - 11.0, x as f64 - 15.0);
+                let r = (dy * dy / 90.0 + dx * dx / 180.0).sqrt();
+                if r < 1.0 && !(y == 11 && x > 20) && !(y == 8 && x == 12) {
+                    inside[y * lx + x] = 1.0;
+                }
+            }
+        }
+        let src = 11 * lx + 15;
+        let niter = 2 * (ly + lx);
+        let want = diffuse_mask_pixels(&inside, (ly, lx), src, niter);
+        let (mut heat, mut next) = (vec![0.0f64; ly * lx], vec![0.0f64; ly * lx]);
+        diffuse(&mut heat, &mut next, &inside, (ly, lx), src, niter);
+        assert_eq!(
+            heat.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        let mut plain = (vec![0.0f64; ly * lx], vec![0.0f64; ly * lx]);
+        diffuse_body(&mut plain.0, &mut plain.1, &inside, (ly, lx), src, niter);
+        assert_eq!(plain.0, want);
     }
 
     #[test]

@@ -337,7 +337,12 @@ fn accumulate_tile(
         )));
     }
     for b in 0..n {
-        blender.add(grid, k0 + b, &y[b * tile_out..(b + 1) * tile_out], OUT_CHANNELS);
+        blender.add(
+            grid,
+            k0 + b,
+            &y[b * tile_out..(b + 1) * tile_out],
+            OUT_CHANNELS,
+        );
     }
     // Tile styles are summed in tile order (fixed, so the result does not depend on threads).
     for b in 0..n {

@@ -31,10 +31,12 @@ pub const INT8_INPUT_SCALES: &str = "int8.input_scales";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Convolution {
     /// The fastest the CPU and the file allow: int8 kernels for an int8 model with calibrated
-    /// activation scales on a CPU with int8 kernels (AVX-512 VNNI), f32 kernels otherwise.
+    /// activation scales on a CPU with int8 kernels (AVX-512 VNNI), f32 kernels otherwise
+    /// (AVX-512, AVX2 + FMA or NEON), tract's own convolution on a CPU with none of them.
     #[default]
     Auto,
-    /// Our f32 kernels, also for an int8 model (its weights dequantized, as tract does).
+    /// Our f32 kernels, also for an int8 model (its weights dequantized, as tract does); on a
+    /// CPU without SIMD kernels, tract's own convolution.
     F32,
     /// tract's own convolution (im2col + matrix multiply): the comparison for tests and
     /// benchmarks.
@@ -368,7 +370,13 @@ impl Model {
             message: format!("{e:#}"),
         };
         let mut typed = self.typed_for(batch, height, width)?;
-        if self.inner.convolution != Convolution::Tract {
+        // Our scalar kernels are the SIMD kernels' test reference, slower than tract's own
+        // convolution: a CPU without AVX2 or NEON keeps tract's.
+        let ours = self.inner.convolution != Convolution::Tract && Isa::best_f32() != Isa::Scalar;
+        if !ours {
+            log::info!("network {batch}×2×{height}×{width}: tract's own convolution");
+        }
+        if ours {
             let int8 = match (self.inner.convolution, &self.inner.int8_scales) {
                 (Convolution::Auto, Some(scales)) => Isa::best_i8().map(|isa| (isa, scales)),
                 _ => None,

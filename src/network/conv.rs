@@ -408,40 +408,23 @@ impl DirectConv {
         let geo = Geometry::new(height, width, self.ks / 2, p.shape);
         PADDED_F32.with_borrow_mut(|buffer| {
             let padded = geo.pad_f32(&src, self.cin, &self.input, p.isa, buffer, ex);
-            let out = SharedOut(dst.as_mut_ptr());
-            let res = residual.map_or(std::ptr::null(), |r| r.as_ptr());
-            let res = SharedResidual(res);
             let ocb = p.shape.ocb;
             let wlen = self.cin * self.ks * self.ks * ocb;
-            let run_unit = |unit: usize| {
-                let ((y0, y1), blocks) = geo.unit(unit, self.cout.div_ceil(ocb));
-                for blk in blocks {
-                    let block = F32Block {
-                        input: padded,
-                        plane: geo.plane,
-                        pw: geo.pw,
-                        cin: self.cin,
-                        ks: self.ks,
-                        weights: &p.weights[blk * wlen..(blk + 1) * wlen],
-                        bias: &p.bias[blk * ocb..(blk + 1) * ocb],
-                    };
-                    let planes = OutPlanes {
-                        // SAFETY: `blk · ocb < cout`, so this is inside the output image.
-                        out: unsafe { out.at(blk * ocb * geo.hw) },
-                        // SAFETY: as for `out`; the residual has the output's length.
-                        residual: unsafe { res.at(blk * ocb * geo.hw) },
-                        out_plane: geo.hw,
-                        oc_valid: (self.cout - blk * ocb).min(ocb),
-                    };
-                    geo.for_span_groups(y0, y1, |spans| {
-                        // SAFETY: `p.isa` came from `Isa::available_f32` (see `graph`), the
-                        // padded buffer has `Geometry`'s layout for this kernel shape, and the
-                        // spans of rows `y0..y1` are written by this unit only.
-                        unsafe { p.isa.conv_f32(&block, spans, planes) }
-                    });
-                }
-            };
-            run_units(ex, geo.units(self.cout.div_ceil(ocb)), &run_unit);
+            self.run_blocks(&geo, ocb, (residual, dst), ex, &|blk, spans, planes| {
+                let block = F32Block {
+                    input: padded,
+                    plane: geo.plane,
+                    pw: geo.pw,
+                    cin: self.cin,
+                    ks: self.ks,
+                    weights: &p.weights[blk * wlen..(blk + 1) * wlen],
+                    bias: &p.bias[blk * ocb..(blk + 1) * ocb],
+                };
+                // SAFETY: `p.isa` came from `Isa::available_f32` (see `graph`), the padded
+                // buffer has `Geometry`'s layout for this kernel shape, and `run_blocks`
+                // hands each unit's spans and planes to that unit only.
+                unsafe { p.isa.conv_f32(&block, spans, planes) }
+            });
         });
     }
 
@@ -458,48 +441,56 @@ impl DirectConv {
     ) {
         let geo = Geometry::new(height, width, 1, q.shape);
         PADDED_U8.with_borrow_mut(|buffer| {
-            let padded = geo.pad_u8(
-                &src,
-                (self.cin, q.groups),
-                &self.input,
-                (q.isa, 1.0 / q.input_scale),
-                buffer,
-                ex,
-            );
-            let out = SharedOut(dst.as_mut_ptr());
-            let res = residual.map_or(std::ptr::null(), |r| r.as_ptr());
-            let res = SharedResidual(res);
+            let stage = (q.isa, 1.0 / q.input_scale);
+            let padded = geo.pad_u8(&src, (self.cin, q.groups), &self.input, stage, buffer, ex);
             let ocb = q.shape.ocb;
             let wlen = q.groups * 9 * ocb * 4;
-            let run_unit = |unit: usize| {
-                let ((y0, y1), blocks) = geo.unit(unit, self.cout.div_ceil(ocb));
-                for blk in blocks {
-                    let block = I8Block {
-                        input: padded,
-                        plane: geo.plane,
-                        pw: geo.pw,
-                        groups: q.groups,
-                        weights: &q.weights[blk * wlen..(blk + 1) * wlen],
-                        scale: &q.scale[blk * ocb..(blk + 1) * ocb],
-                        bias: &q.bias[blk * ocb..(blk + 1) * ocb],
-                    };
-                    let planes = OutPlanes {
-                        // SAFETY: `blk · ocb < cout`, so this is inside the output image.
-                        out: unsafe { out.at(blk * ocb * geo.hw) },
-                        // SAFETY: as for `out`; the residual has the output's length.
-                        residual: unsafe { res.at(blk * ocb * geo.hw) },
-                        out_plane: geo.hw,
-                        oc_valid: (self.cout - blk * ocb).min(ocb),
-                    };
-                    geo.for_span_groups(y0, y1, |spans| {
-                        // SAFETY: as in `forward_f32`, for `Isa::available_i8` and the
-                        // four-channel u8 layout `pad_u8` wrote.
-                        unsafe { q.isa.conv_i8(&block, spans, planes) }
-                    });
-                }
-            };
-            run_units(ex, geo.units(self.cout.div_ceil(ocb)), &run_unit);
+            self.run_blocks(&geo, ocb, (residual, dst), ex, &|blk, spans, planes| {
+                let block = I8Block {
+                    input: padded,
+                    plane: geo.plane,
+                    pw: geo.pw,
+                    groups: q.groups,
+                    weights: &q.weights[blk * wlen..(blk + 1) * wlen],
+                    scale: &q.scale[blk * ocb..(blk + 1) * ocb],
+                    bias: &q.bias[blk * ocb..(blk + 1) * ocb],
+                };
+                // SAFETY: as in `forward_f32`, for `Isa::available_i8` and the four-channel
+                // u8 layout `pad_u8` wrote.
+                unsafe { q.isa.conv_i8(&block, spans, planes) }
+            });
         });
+    }
+
+    /// Cuts the output (`cout` planes of `geo`, plus the residual when there is one) into
+    /// units of rows × output-channel blocks of `ocb`, spreads them over the executor's
+    /// threads, and calls `kernel(block, spans, planes)` for each group of output vectors.
+    fn run_blocks(
+        &self,
+        geo: &Geometry,
+        ocb: usize,
+        (residual, dst): (Option<&[f32]>, &mut [f32]),
+        ex: &Executor,
+        kernel: &(dyn Fn(usize, &[Span], OutPlanes) + Sync),
+    ) {
+        let out = SharedOut(dst.as_mut_ptr());
+        let res = SharedResidual(residual.map_or(std::ptr::null(), |r| r.as_ptr()));
+        let blocks = self.cout.div_ceil(ocb);
+        let run_unit = |unit: usize| {
+            let ((y0, y1), unit_blocks) = geo.unit(unit, blocks);
+            for blk in unit_blocks {
+                let planes = OutPlanes {
+                    // SAFETY: `blk · ocb < cout`, so this is inside the output image.
+                    out: unsafe { out.at(blk * ocb * geo.hw) },
+                    // SAFETY: as for `out`; the residual has the output's length.
+                    residual: unsafe { res.at(blk * ocb * geo.hw) },
+                    out_plane: geo.hw,
+                    oc_valid: (self.cout - blk * ocb).min(ocb),
+                };
+                geo.for_span_groups(y0, y1, |spans| kernel(blk, spans, planes));
+            }
+        };
+        run_units(ex, geo.units(blocks), &run_unit);
     }
 }
 

@@ -27,7 +27,8 @@ const META: &str = "cellpose.";
 /// its (post-ReLU) input.
 pub const INT8_INPUT_SCALES: &str = "int8.input_scales";
 
-/// Which code runs the network's 3×3 convolutions (about 90 % of its multiply-adds).
+/// Which code runs the network's convolutions (the 3×3 ones hold about 90 % of its
+/// multiply-adds; the 1×1 projections are always f32).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Convolution {
     /// The fastest the CPU and the file allow: int8 kernels for an int8 model with calibrated
@@ -268,7 +269,7 @@ impl Model {
         })
     }
 
-    /// The same network with its 3×3 convolutions run by `convolution` (a new plan cache;
+    /// The same network with its convolutions run by `convolution` (a new plan cache;
     /// the parsed graph is copied).
     pub fn with_convolution(&self, convolution: Convolution) -> Model {
         Model {
@@ -282,7 +283,7 @@ impl Model {
         }
     }
 
-    /// Which code runs the 3×3 convolutions ([`Model::with_convolution`]).
+    /// Which code runs the convolutions ([`Model::with_convolution`]).
     pub fn convolution(&self) -> Convolution {
         self.inner.convolution
     }
@@ -375,8 +376,7 @@ impl Model {
         let ours = self.inner.convolution != Convolution::Tract && Isa::best_f32() != Isa::Scalar;
         if !ours {
             log::info!("network {batch}×2×{height}×{width}: tract's own convolution");
-        }
-        if ours {
+        } else {
             let int8 = match (self.inner.convolution, &self.inner.int8_scales) {
                 (Convolution::Auto, Some(scales)) => Isa::best_i8().map(|isa| (isa, scales)),
                 _ => None,
@@ -387,7 +387,7 @@ impl Model {
             };
             let report = patch_convolutions(&mut typed, &choice).map_err(err)?;
             log::info!(
-                "network {batch}×2×{height}×{width}: 3×3 convolutions int8 ({:?}) {}, f32 ({:?}) {}, left to tract {}",
+                "network {batch}×2×{height}×{width}: convolutions int8 ({:?}) {}, f32 ({:?}) {}, left to tract {}",
                 int8.map(|(isa, _)| isa),
                 report.int8_layers,
                 choice.f32_isa,

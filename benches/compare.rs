@@ -543,7 +543,9 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     let Some(cmd) = args.first() else {
-        eprintln!("usage: cargo bench --bench compare -- e2e|scale|network|loop --option value …");
+        eprintln!(
+            "usage: cargo bench --bench compare -- e2e|scale|network|conv|loop|flows --out F.jsonl --option value …"
+        );
         std::process::exit(2);
     };
     let o = Opts::parse(&args[1..]);

@@ -50,7 +50,9 @@ fi
 INT8_FORM=committed
 if [[ ! -f $MODEL_INT8 ]]; then
     log "no $MODEL_INT8: quantizing $MODEL_FP32 (--mode $INT8_MODE) into $WORK"
-    "$PYTHON" models/quantize.py --model "$MODEL_FP32" --out "$WORK/int8.onnx" --mode "$INT8_MODE" >&2
+    # The weights form computes in int8 only with calibrated activation scales.
+    CALIBRATE=$([[ $INT8_MODE == weights ]] && echo "--calibrate 64" || true)
+    "$PYTHON" models/quantize.py --model "$MODEL_FP32" --out "$WORK/int8.onnx" --mode "$INT8_MODE" $CALIBRATE >&2
     MODEL_INT8=$WORK/int8.onnx
     INT8_FORM="$INT8_MODE (made for this run)"
 else

@@ -158,12 +158,13 @@ def main():
     m = weight_only(src) if args.mode == "weights" else static(args.model, args.out, args.mode)
     del m.graph.value_info[:]  # tract rejects onnxruntime's shape annotations
     del m.metadata_props[:]
-    for k, v in meta + [("cellpose.quantization", args.mode)]:
+    form = "weights+activations" if args.calibrate else args.mode
+    for k, v in meta + [("cellpose.quantization", form)]:
         e = m.metadata_props.add()
         e.key, e.value = k, v
     onnx.save(m, args.out)
     digest = hashlib.sha256(Path(args.out).read_bytes()).hexdigest()
-    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB, sha256 {digest[:16]}…) mode={args.mode}")
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB, sha256 {digest[:16]}…) form={form}")
 
 
 if __name__ == "__main__":

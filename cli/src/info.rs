@@ -38,6 +38,20 @@ fn shorten(v: &str) -> String {
     }
 }
 
+/// What the network computes in on this CPU (`Convolution::Auto`).
+fn compute(model: &Model) -> String {
+    use cellpose::network::Isa;
+    let f32_isa = Isa::best_f32();
+    if f32_isa == Isa::Scalar {
+        return "f32, tract's own convolution (this CPU has no AVX2 or NEON)".into();
+    }
+    match (model.is_int8(), Isa::best_i8()) {
+        (true, Some(isa)) => format!("int8 (u8 × i8, {isa:?} kernels); 1×1 projections f32"),
+        (true, None) => format!("f32 ({f32_isa:?} kernels): this CPU has no AVX-512 VNNI for int8"),
+        (false, _) => format!("f32 ({f32_isa:?} kernels): the file has no int8 activation scales"),
+    }
+}
+
 pub fn run(path: &Path) -> Result<u8, Fatal> {
     let fatal = |m: String| Fatal::new(EXIT_MODEL, format!("{}: {m}", path.display()));
     if !path.is_file() {
@@ -71,6 +85,7 @@ pub fn run(path: &Path) -> Result<u8, Fatal> {
             "no"
         }
     );
+    say!("compute     {}", compute(&model));
     let (inputs, outputs) = model.declared_io();
     for t in &inputs {
         say!("input       {}: {}", t.name, t.shape);

@@ -1,7 +1,9 @@
 //! The model patch that gives tract our convolution: every stride-1 3×3 (padding 1) and 1×1
 //! `Conv` of the typed graph becomes a [`DirectConvOp`] holding its weights packed once, with
-//! the batch norm and ReLU in front of it (tract's `Mul`, `Add` and `Max(x, 0)` with
-//! per-channel constants) folded into the op's input copy.
+//! what surrounds it folded in: in front, the batch norm and ReLU (tract's `Mul`, `Add` and
+//! `Max(x, 0)` with per-channel constants), the style addition of the upsampling blocks and
+//! the 2×2 max pooling or nearest ×2 upsampling ([`input_stage`]); behind, the residual
+//! `Add` ([`residual_add`]).
 //!
 //! It runs on the typed graph before tract's decluttering, while every convolution is still a
 //! `Conv` (decluttering turns 1×1 ones into matrix products and folds the style features of
@@ -474,8 +476,8 @@ mod tests {
                     fused += format!("{:?}", c.conv).contains("relu true") as usize;
                 }
             }
-            // The ReLUs left are the ones after the first 3×3 convolution of a block whose
-            // output is also read elsewhere; every 3×3 convolution reads through one.
+            // Every 3×3 convolution and the output 1×1 read through a ReLU, and no ReLU node
+            // is left in the graph.
             assert_eq!(
                 fused,
                 32 + 1,

@@ -1,5 +1,5 @@
-//! Inner loops of the 3×3 convolution ([`super::conv3x3`]), one file per instruction set, each
-//! with the scalar twin in [`scalar`] that the tests pin it against.
+//! Inner loops of the direct convolution ([`super::conv`]), one file per instruction set,
+//! each with the scalar twin in [`scalar`] that the tests pin it against.
 //!
 //! Every kernel computes a block of `ocb` output channels for up to `max_spans` output
 //! vectors at once (a register tile: `ocb × spans` accumulators). A vector is `lanes`
@@ -10,7 +10,7 @@
 //! stays inside the buffer; lanes past `Span::lanes` read padding and are not stored.
 //!
 //! Two precisions:
-//! - **f32**: weights packed `[cin][9][ocb]`, accumulation in f32 (FMA), bias added first.
+//! - **f32**: weights packed `[cin][ks²][ocb]`, accumulation in f32 (FMA), bias added first.
 //!   The f32 kernels also run 1×1 convolutions (`ks = 1`: one tap, an unpadded input).
 //! - **int8**: input u8 (post-ReLU activations over a calibrated scale, zero point 0) laid out
 //!   in groups of four channels, `[cin / 4][plane][4]`, so one 32-bit lane holds one pixel's
@@ -184,7 +184,7 @@ impl Isa {
     /// The CPU has this instruction set (it came from [`Isa::available_f32`]); `block` and
     /// `spans` follow the padded layout of the module docs for this set's `f32_shape()`
     /// (every full-vector read of every tap inside `block.input`, `block.weights` holding
-    /// `cin · 9 · ocb` values); `out` is valid for writes at `o · out_plane + span.output + l`
+    /// `cin · ks² · ocb` values); `out` is valid for writes at `o · out_plane + span.output + l`
     /// for `o < oc_valid ≤ ocb`, `l < span.lanes ≤ lanes`, and no other thread touches them;
     /// `residual`, when not null, is valid for reads at the same offsets.
     pub(crate) unsafe fn conv_f32(self, block: &F32Block, spans: &[Span], out: OutPlanes) {
@@ -266,7 +266,7 @@ pub(crate) fn quantize_rows_body(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f")]
 fn stage_row_avx512(affine: Affine, relu: bool, row: &[f32], dst: &mut [f32]) {
     stage_row_body(affine, relu, row, dst)
 }

@@ -164,7 +164,8 @@ struct PackedI8 {
     input_scale: f32,
 }
 
-/// The precision a [`DirectConv`] computes in.
+/// The precision the network's direct convolution computes in (f32, or int8 with u8
+/// activations, i8 weights and i32 sums).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {
     F32,

@@ -79,8 +79,7 @@ pub(crate) struct OutPlanes {
     pub oc_valid: usize,
 }
 
-/// An instruction set with convolution kernels. The f32 and int8 kernels of one set share
-/// `lanes` only by accident: each precision asks its own [`Isa::f32_shape`] / [`Isa::i8_shape`].
+/// An instruction set with convolution kernels (each precision has its own register tile).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
     /// Plain Rust loops: the reference every other kernel is tested against, and the

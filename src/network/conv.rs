@@ -330,6 +330,11 @@ impl DirectConv {
         }
     }
 
+    /// Output channels (`cout`).
+    pub fn output_channels(&self) -> usize {
+        self.cout
+    }
+
     /// The output size (`n × cout × height × width`) for an input of `n × cin × in_height ×
     /// in_width` (they differ when the input stage resamples).
     pub fn output_dims(&self, in_height: usize, in_width: usize) -> (usize, usize) {
@@ -474,17 +479,20 @@ impl DirectConv {
         ex: &Executor,
         kernel: &(dyn Fn(usize, &[Span], OutPlanes) + Sync),
     ) {
-        let out = SharedOut(dst.as_mut_ptr());
-        let res = SharedResidual(residual.map_or(std::ptr::null(), |r| r.as_ptr()));
+        let shared = SharedPlanes {
+            out: dst.as_mut_ptr(),
+            residual: residual.map_or(std::ptr::null(), |r| r.as_ptr()),
+        };
         let blocks = self.cout.div_ceil(ocb);
         let run_unit = |unit: usize| {
             let ((y0, y1), unit_blocks) = geo.unit(unit, blocks);
             for blk in unit_blocks {
+                // SAFETY: `blk · ocb < cout`, so this is inside the output image (and the
+                // residual, which has the output's length).
+                let (out, residual) = unsafe { shared.at(blk * ocb * geo.hw) };
                 let planes = OutPlanes {
-                    // SAFETY: `blk · ocb < cout`, so this is inside the output image.
-                    out: unsafe { out.at(blk * ocb * geo.hw) },
-                    // SAFETY: as for `out`; the residual has the output's length.
-                    residual: unsafe { res.at(blk * ocb * geo.hw) },
+                    out,
+                    residual,
                     out_plane: geo.hw,
                     oc_valid: (self.cout - blk * ocb).min(ocb),
                 };
@@ -502,42 +510,35 @@ thread_local! {
     static PADDED_U8: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The output image, written by several threads at disjoint rows.
+/// The output image, written by several threads at disjoint rows, and the residual image
+/// they read (null when there is none).
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-
-// SAFETY: each unit of work writes only the output rows and channels it owns (`Geometry::unit`), so
-// sharing the pointer between the executor's threads creates no overlapping writes; the
-// borrow it comes from outlives `run_units`, which joins every thread before returning.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// # Safety
-    /// `offset` is inside the output image.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: forwarded.
-        unsafe { self.0.add(offset) }
-    }
+struct SharedPlanes {
+    out: *mut f32,
+    residual: *const f32,
 }
 
-/// The residual image, read by several threads (null when there is none).
-#[derive(Clone, Copy)]
-struct SharedResidual(*const f32);
+// SAFETY: each unit of work writes only the output rows and channels it owns
+// (`Geometry::unit`), so sharing the pointers between the executor's threads creates no
+// overlapping writes, and the residual is only read; the borrows they come from outlive
+// `run_units`, which joins every thread before returning.
+unsafe impl Send for SharedPlanes {}
+unsafe impl Sync for SharedPlanes {}
 
-// SAFETY: read-only for the duration of `run_units`, borrowed from a slice that outlives it.
-unsafe impl Send for SharedResidual {}
-unsafe impl Sync for SharedResidual {}
-
-impl SharedResidual {
+impl SharedPlanes {
+    /// The output and residual pointers at `offset` (a null residual stays null).
+    ///
     /// # Safety
-    /// `offset` is inside the residual image (or the pointer is null, and stays null).
-    unsafe fn at(self, offset: usize) -> *const f32 {
-        if self.0.is_null() {
-            self.0
-        } else {
-            // SAFETY: forwarded.
-            unsafe { self.0.add(offset) }
+    /// `offset` is inside the output image.
+    unsafe fn at(self, offset: usize) -> (*mut f32, *const f32) {
+        // SAFETY: forwarded; the residual, when there is one, has the output's length.
+        unsafe {
+            let residual = if self.residual.is_null() {
+                self.residual
+            } else {
+                self.residual.add(offset)
+            };
+            (self.out.add(offset), residual)
         }
     }
 }

@@ -259,12 +259,7 @@ fn per_image_add(model: &TypedModel, outlet: OutletId, cin: usize) -> Option<(Ou
     if !bin.0.is::<Add>() || node.inputs.len() != 2 || outlet.slot != 0 {
         return None;
     }
-    let out = model
-        .outlet_fact(outlet)
-        .ok()?
-        .shape
-        .as_concrete()?
-        .to_vec();
+    let out = concrete_dims(model, outlet)?;
     for (x, v) in [
         (node.inputs[0], node.inputs[1]),
         (node.inputs[1], node.inputs[0]),
@@ -286,6 +281,18 @@ fn per_image_add(model: &TypedModel, outlet: OutletId, cin: usize) -> Option<(Ou
     None
 }
 
+/// The shape of `outlet` when it is known (plans are built for one input size).
+fn concrete_dims(model: &TypedModel, outlet: OutletId) -> Option<Vec<usize>> {
+    Some(
+        model
+            .outlet_fact(outlet)
+            .ok()?
+            .shape
+            .as_concrete()?
+            .to_vec(),
+    )
+}
+
 /// When `outlet` is computed from one tensor by an op that behaves as a 2×2 max pooling or
 /// a nearest ×2 upsampling (its other inputs constant): that tensor and the resampling.
 /// The op is recognised by what it does, on a probe image, whatever tract calls it.
@@ -296,13 +303,8 @@ fn resampling(model: &TypedModel, outlet: OutletId) -> Option<(OutletId, Resampl
     }
     let data = node.inputs[0];
     let fact = model.outlet_fact(data).ok()?;
-    let dims = fact.shape.as_concrete()?.to_vec();
-    let out = model
-        .outlet_fact(outlet)
-        .ok()?
-        .shape
-        .as_concrete()?
-        .to_vec();
+    let dims = concrete_dims(model, data)?;
+    let out = concrete_dims(model, outlet)?;
     if dims.len() != 4
         || out.len() != 4
         || fact.datum_type != f32::datum_type()

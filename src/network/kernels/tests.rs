@@ -20,6 +20,20 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// `conv.forward` into a new output (NaN-filled, so that a value left unwritten shows).
+fn run(
+    conv: &DirectConv,
+    x: &[f32],
+    (n, h, w): (usize, usize, usize),
+    extras: (Option<&[f32]>, Option<&[f32]>),
+    ex: &Executor,
+) -> Vec<f32> {
+    let (oh, ow) = conv.output_dims(h, w);
+    let mut out = vec![f32::NAN; n * conv.output_channels() * oh * ow];
+    conv.forward(x, (n, h, w), extras, &mut out, ex).unwrap();
+    out
+}
+
 fn relu_stage(relu: bool) -> InputStage {
     InputStage {
         relu,
@@ -117,15 +131,7 @@ fn f32_kernels_match_a_plain_convolution_on_odd_sizes() {
                 for relu in [false, true] {
                     let conv =
                         DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(relu), isa).unwrap();
-                    let mut out = vec![f32::NAN; cout * h * wd];
-                    conv.forward(
-                        &x,
-                        (1, h, wd),
-                        (None, None),
-                        &mut out,
-                        &Executor::SingleThread,
-                    )
-                    .unwrap();
+                    let out = run(&conv, &x, (1, h, wd), (None, None), &Executor::SingleThread);
                     let want = reference(&x, &w, &b, cin, cout, h, wd, relu);
                     // f32 sums of up to 128 · 9 products of magnitude ≤ 1.
                     let tol = 1e-6 * (cin * 9) as f32 + 1e-5;
@@ -155,15 +161,13 @@ fn f32_kernels_run_1x1_projections_with_a_batch_norm_in_front() {
                 ..InputStage::default()
             };
             let conv = DirectConv::new_f32(&w, &b, (cin, cout, 1), stage.clone(), isa).unwrap();
-            let mut out = vec![f32::NAN; cout * h * wd];
-            conv.forward(
+            let out = run(
+                &conv,
                 &x,
                 (1, h, wd),
                 (None, None),
-                &mut out,
                 &Executor::multithread(2),
-            )
-            .unwrap();
+            );
             let want = reference_ks(&x, &w, &b, (cin, cout, 1), h, wd, &stage);
             let d = max_abs_diff(&out, &want);
             assert!(
@@ -184,24 +188,14 @@ fn f32_kernels_cover_both_sides_of_every_row() {
     let b = values(cout, 9);
     for isa in Isa::available_f32() {
         let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), isa).unwrap();
-        let mut one = vec![f32::NAN; 2 * cout * h * wd];
-        conv.forward(
+        let one = run(&conv, &x, (2, h, wd), (None, None), &Executor::SingleThread);
+        let two = run(
+            &conv,
             &x,
             (2, h, wd),
             (None, None),
-            &mut one,
-            &Executor::SingleThread,
-        )
-        .unwrap();
-        let mut two = vec![f32::NAN; 2 * cout * h * wd];
-        conv.forward(
-            &x,
-            (2, h, wd),
-            (None, None),
-            &mut two,
             &Executor::multithread(2),
-        )
-        .unwrap();
+        );
         assert_eq!(
             one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
             two.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -237,16 +231,13 @@ fn int8_kernels_match_the_scalar_int8_kernel_and_stay_near_f32() {
                 .unwrap()
                 .with_int8(&w, scale, Isa::Scalar)
                 .unwrap();
-            let mut want = vec![f32::NAN; cout * h * wd];
-            scalar
-                .forward(
-                    &x,
-                    (1, h, wd),
-                    (None, None),
-                    &mut want,
-                    &Executor::SingleThread,
-                )
-                .unwrap();
+            let want = run(
+                &scalar,
+                &x,
+                (1, h, wd),
+                (None, None),
+                &Executor::SingleThread,
+            );
             // Quantization error: half a code (1/510) on each input, half a weight step
             // (max |w| / 254) on each weight, over cin · 9 products.
             let exact = reference(&x, &w, &b, cin, cout, h, wd, true);
@@ -262,15 +253,13 @@ fn int8_kernels_match_the_scalar_int8_kernel_and_stay_near_f32() {
                         .unwrap()
                         .with_int8(&w, scale, isa)
                         .unwrap();
-                let mut out = vec![f32::NAN; cout * h * wd];
-                conv.forward(
+                let out = run(
+                    &conv,
                     &x,
                     (1, h, wd),
                     (None, None),
-                    &mut out,
                     &Executor::multithread(2),
-                )
-                .unwrap();
+                );
                 // Same integer sums; only the final multiply-add may round differently.
                 let d = max_abs_diff(&out, &want);
                 assert!(d <= 1e-5, "{isa:?} int8 {cin}→{cout} {h}×{wd}: {d}");
@@ -297,24 +286,14 @@ fn int8_saturates_large_activations_and_reads_nan_as_zero() {
             .unwrap()
             .with_int8(&w, 1.0 / 255.0, isa)
             .unwrap();
-        let mut out = vec![f32::NAN; cout * h * wd];
-        conv.forward(
-            &x,
-            (1, h, wd),
-            (None, None),
-            &mut out,
-            &Executor::SingleThread,
-        )
-        .unwrap();
-        let mut want = vec![f32::NAN; cout * h * wd];
-        conv.forward(
+        let out = run(&conv, &x, (1, h, wd), (None, None), &Executor::SingleThread);
+        let want = run(
+            &conv,
             &clean,
             (1, h, wd),
             (None, None),
-            &mut want,
             &Executor::SingleThread,
-        )
-        .unwrap();
+        );
         assert_eq!(out, want, "{isa:?}");
     }
 }
@@ -371,29 +350,24 @@ fn every_kernel_adds_the_residual_connection() {
     let w = values(cout * cin * 9, 1301);
     let b = values(cout, 1302);
     let r = values(cout * h * wd, 1303);
-    let mut plain = vec![0f32; cout * h * wd];
     let scalar =
         DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), Isa::Scalar).unwrap();
-    scalar
-        .forward(
-            &x,
-            (1, h, wd),
-            (None, None),
-            &mut plain,
-            &Executor::SingleThread,
-        )
-        .unwrap();
+    let plain = run(
+        &scalar,
+        &x,
+        (1, h, wd),
+        (None, None),
+        &Executor::SingleThread,
+    );
     for isa in Isa::available_f32() {
         let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), isa).unwrap();
-        let mut out = vec![f32::NAN; cout * h * wd];
-        conv.forward(
+        let out = run(
+            &conv,
             &x,
             (1, h, wd),
             (None, Some(&r)),
-            &mut out,
             &Executor::SingleThread,
-        )
-        .unwrap();
+        );
         let want: Vec<f32> = plain.iter().zip(&r).map(|(a, b)| a + b).collect();
         assert!(max_abs_diff(&out, &want) < 1e-4, "{isa:?}");
     }
@@ -402,24 +376,14 @@ fn every_kernel_adds_the_residual_connection() {
             .unwrap()
             .with_int8(&w, 1.0 / 255.0, isa)
             .unwrap();
-        let mut alone = vec![f32::NAN; cout * h * wd];
-        conv.forward(
-            &x,
-            (1, h, wd),
-            (None, None),
-            &mut alone,
-            &Executor::SingleThread,
-        )
-        .unwrap();
-        let mut out = vec![f32::NAN; cout * h * wd];
-        conv.forward(
+        let alone = run(&conv, &x, (1, h, wd), (None, None), &Executor::SingleThread);
+        let out = run(
+            &conv,
             &x,
             (1, h, wd),
             (None, Some(&r)),
-            &mut out,
             &Executor::SingleThread,
-        )
-        .unwrap();
+        );
         let want: Vec<f32> = alone.iter().zip(&r).map(|(a, b)| a + b).collect();
         assert_eq!(out, want, "{isa:?} int8");
     }
@@ -469,15 +433,13 @@ fn the_input_stage_pools_upsamples_and_adds_the_style_features_before_the_batch_
         for isa in Isa::available_f32() {
             let conv = DirectConv::new_f32(&wts, &b, (cin, cout, 3), stage.clone(), isa).unwrap();
             let (oh, ow) = conv.output_dims(h, w);
-            let mut out = vec![f32::NAN; 2 * cout * oh * ow];
-            conv.forward(
+            let out = run(
+                &conv,
                 &x,
                 (2, h, w),
                 (Some(&pre), None),
-                &mut out,
                 &Executor::multithread(2),
-            )
-            .unwrap();
+            );
             for img in 0..2 {
                 let (mut r, rh, rw) = resample(
                     &x[img * cin * h * w..(img + 1) * cin * h * w],
@@ -508,25 +470,20 @@ fn the_input_stage_pools_upsamples_and_adds_the_style_features_before_the_batch_
                 .unwrap()
                 .with_int8(&wts, 4.0 / 255.0, isa)
                 .unwrap();
-            let (oh, ow) = f.output_dims(h, w);
-            let mut a = vec![f32::NAN; 2 * cout * oh * ow];
-            let mut c = vec![f32::NAN; 2 * cout * oh * ow];
-            f.forward(
+            let a = run(
+                &f,
                 &x,
                 (2, h, w),
                 (Some(&pre), None),
-                &mut a,
                 &Executor::SingleThread,
-            )
-            .unwrap();
-            q.forward(
+            );
+            let c = run(
+                &q,
                 &x,
                 (2, h, w),
                 (Some(&pre), None),
-                &mut c,
                 &Executor::SingleThread,
-            )
-            .unwrap();
+            );
             let bound = (cin * 9) as f32 * (2.0 / 255.0 + 0.5 / 127.0 * 4.0);
             assert!(max_abs_diff(&a, &c) < bound, "{isa:?} int8 {how:?}");
         }

@@ -331,6 +331,7 @@ impl DirectConv {
     }
 
     /// Output channels (`cout`).
+    #[cfg(test)]
     pub fn output_channels(&self) -> usize {
         self.cout
     }

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use cellpose::metrics::average_precision;
+use cellpose::network::ConvForm;
 use cellpose::{ImageView, MaskFormation, Model, Params, Segmentation, Segmenter};
 
 /// Counts heap allocations (alloc, alloc_zeroed, realloc) and the bytes they request.
@@ -389,20 +390,21 @@ fn cmd_conv(o: &Opts) {
     let repeats = o.num("repeats", 10);
     // The light U-Net's 3×3 layers at a 224-px tile: channels double as the side halves.
     for (channels, side) in [(16, 224), (32, 112), (64, 56), (128, 28)] {
-        for int8 in [false, true] {
-            let (times, isa, precision) = cellpose::network::time_convolution(
+        for form in [ConvForm::Direct, ConvForm::Winograd, ConvForm::Int8] {
+            let (times, isa, precision, algorithm) = cellpose::network::time_convolution(
                 (channels, channels),
                 side,
-                int8,
+                form,
                 threads,
                 repeats + 1,
             )
             .expect("convolution");
             let seconds = median(&times[1..]);
             let flops = 2.0 * (channels * channels * 9 * side * side) as f64;
+            let int8 = precision == cellpose::network::Precision::Int8;
             Rec::new("conv")
                 .s("precision", if int8 { "int8" } else { "fp32" })
-                .s("kernel", &format!("{isa:?} {precision:?}"))
+                .s("kernel", &format!("{isa:?} {precision:?} {algorithm}"))
                 .n("channels", channels)
                 .n("side", side)
                 .n("threads", threads)

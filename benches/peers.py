@@ -403,8 +403,9 @@ def report(args):
                  f"{fmt_ms(r['seconds'])} | {fmt_ms(per_tile)} | {gf:.1f} | {100 * gf / peak:.1f} | "
                  f"{ratio(r['seconds'], ortr['seconds'] if ortr else None)} |")
     L.append("")
-    L.append("Engines: `ours` is the pipeline's network, tract with our direct convolution "
-             "(`src/network/conv.rs`; int8 computes in int8 where the CPU has AVX-512 VNNI); "
+    L.append("Engines: `ours` is the pipeline's network, tract with our convolution "
+             "(`src/network/conv.rs`: direct, or Winograd F(2×2, 3×3) for f32 3×3 layers from 32 channels "
+             "where the CPU has AVX-512; int8 computes in int8 where the CPU has AVX-512 VNNI); "
              "`tract-conv` is tract's own convolution on the same file, for comparison.\n")
 
     def net(engine, precision, threads):
@@ -420,11 +421,14 @@ def report(args):
     if convs:
         cpus = int(m["cpus"]) if str(m["cpus"]).isdigit() else 1
         L.append("Our 3×3 convolution alone (`cargo bench --bench compare -- conv`), the U-Net's layer "
-                 "shapes (C → C channels at side × side), ReLU input stage and padding included; int8 "
-                 "GFLOP/s count an int8 multiply-add as 2 operations, % of the fp32 peak of the threads used:\n")
+                 "shapes (C → C channels at side × side), ReLU input stage and padding included, each form "
+                 "(f32 direct, f32 Winograd, int8; the pipeline uses Winograd from 32 channels on). "
+                 "GFLOP/s are effective: the direct convolution's operations over the time for every form "
+                 "(so Winograd, with 2.25× fewer multiplies, can pass 100 % of peak); int8 counts a "
+                 "multiply-add as 2 operations; % of the fp32 peak of the threads used:\n")
         L.append("| channels | side | threads | precision | kernel | ms | GFLOP/s | % of fp32 peak |")
         L.append("|---:|---:|---:|---|---|---:|---:|---:|")
-        for r in sorted(convs, key=lambda r: (r["threads"], r["side"] * -1, r["precision"])):
+        for r in sorted(convs, key=lambda r: (r["threads"], r["side"] * -1, r["precision"], r["kernel"])):
             p = peak * r["threads"] / cpus
             L.append(f"| {r['channels']} | {r['side']} | {r['threads']} | {r['precision']} | {r['kernel']} | "
                      f"{fmt_ms(r['seconds'])} | {r['gflops']:.0f} | {100 * r['gflops'] / p:.0f} |")

@@ -11,6 +11,8 @@
 //! - `conv`: that op, a direct convolution on a zero-padded copy of its input, f32 or int8
 //!   (u8 activations over calibrated scales × i8 weights, i32 sums), split over the
 //!   executor's threads by rows and output channels;
+//! - `winograd`: the f32 3×3 convolutions from 32 input channels on, in the Winograd domain
+//!   (F(2×2, 3×3): 2.25× fewer multiplies than direct), on the same padded copy;
 //! - `kernels`: its inner loops, one file per instruction set (AVX-512 with VNNI, AVX2 + FMA,
 //!   NEON) beside the scalar twin they are tested against; the fastest the CPU has is chosen
 //!   at run time ([`Isa::best_f32`], [`Isa::best_i8`]) and logged when a plan is built.
@@ -30,6 +32,7 @@ pub(crate) mod conv;
 pub(crate) mod graph;
 pub(crate) mod kernels;
 pub mod tiling;
+pub(crate) mod winograd;
 
 pub use conv::Precision;
 pub use kernels::Isa;
@@ -353,18 +356,30 @@ fn accumulate_tile(
     Ok(())
 }
 
-/// Times our direct 3×3 convolution alone (`cin → cout` channels, ReLU input stage, random
-/// weights, one `side × side` image) `repeats` times on `threads` threads, in int8 when
-/// `int8` and the CPU has int8 kernels, and returns the wall time of each run in seconds with
-/// the kernel's instruction set and precision. For benchmarks (GFLOP/s per layer shape).
+/// The form [`time_convolution`] times.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvForm {
+    /// f32, the direct kernel.
+    Direct,
+    /// f32 in the Winograd domain (on a CPU with Winograd kernels; direct otherwise).
+    Winograd,
+    /// int8 (on a CPU with int8 kernels; f32 direct otherwise).
+    Int8,
+}
+
+/// Times our 3×3 convolution alone (`cin → cout` channels, ReLU input stage, fixed weights,
+/// one `side × side` image) `repeats` times on `threads` threads in `form`, and returns the
+/// wall time of each run in seconds with what ran: instruction set, precision and
+/// algorithm. For benchmarks (GFLOP/s per layer shape and form).
 #[doc(hidden)]
 pub fn time_convolution(
     (cin, cout): (usize, usize),
     side: usize,
-    int8: bool,
+    form: ConvForm,
     threads: usize,
     repeats: usize,
-) -> Result<(Vec<f64>, Isa, Precision), ModelError> {
+) -> Result<(Vec<f64>, Isa, Precision, &'static str), ModelError> {
     let err = |e: TractError| ModelError::Run(format!("{e:#}"));
     let weights: Vec<f32> = (0..cout * cin * 9)
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
@@ -374,10 +389,14 @@ pub fn time_convolution(
         relu: true,
         ..Default::default()
     };
+    let isa = Isa::best_f32();
+    let winograd = form == ConvForm::Winograd && isa.has_winograd();
     let mut direct =
-        conv::DirectConv::new_f32(&weights, &bias, (cin, cout, 3), stage, Isa::best_f32())
+        conv::DirectConv::new_f32_with(&weights, &bias, (cin, cout, 3), stage, isa, winograd)
             .map_err(err)?;
-    if int8 && let Some(isa) = Isa::best_i8() {
+    if form == ConvForm::Int8
+        && let Some(isa) = Isa::best_i8()
+    {
         direct = direct.with_int8(&weights, 1.0 / 255.0, isa).map_err(err)?;
     }
     let input: Vec<f32> = (0..cin * side * side)
@@ -397,7 +416,7 @@ pub fn time_convolution(
             .map_err(err)?;
         times.push(t.elapsed().as_secs_f64());
     }
-    Ok((times, direct.isa(), direct.precision()))
+    Ok((times, direct.isa(), direct.precision(), direct.algorithm()))
 }
 
 /// Runs the network `repeats` times on a `batch × 2 × height × width` input of a fixed

@@ -12,6 +12,8 @@
 //! Two precisions:
 //! - **f32**: weights packed `[cin][ks²][ocb]`, accumulation in f32 (FMA), bias added first.
 //!   The f32 kernels also run 1×1 convolutions (`ks = 1`: one tap, an unpadded input).
+//! - **Winograd f32** ([`crate::network::winograd`]): input transform, product and output
+//!   transform kernels over vectors of 16 tiles, in the blocked layout of [`WINO_BLOCK`].
 //! - **int8**: input u8 (post-ReLU activations over a calibrated scale, zero point 0) laid out
 //!   in groups of four channels, `[cin / 4][plane][4]`, so one 32-bit lane holds one pixel's
 //!   four channels; weights i8 packed `[cin / 4][9][ocb][4]`; i32 accumulation (VNNI
@@ -214,6 +216,267 @@ impl Isa {
                 Isa::Avx512 => avx512::conv_i8(block, spans, out),
                 _ => scalar::conv_i8(block, spans, out),
             }
+        }
+    }
+}
+
+/// Winograd F(2×2, 3×3) ([`crate::network::winograd`]): tiles per vector of the transforms
+/// and of the product kernel, on every instruction set (16 f32 lanes of AVX-512; the scalar
+/// twin loops over them).
+pub(crate) const WINO_LANES: usize = 16;
+/// Output channels per call of the Winograd product kernel.
+pub(crate) const WINO_OCB: usize = 8;
+/// Values between two (vector, channel) blocks of the Winograd buffers: 16 positions ξ × 16
+/// tiles, plus a cache line so that the blocks of one position do not all fall in a few L1
+/// sets (they are read 1 KiB apart by the product kernel).
+pub(crate) const WINO_BLOCK: usize = 16 * WINO_LANES + WINO_LANES;
+
+/// The tiles of one Winograd work unit: tile rows `r0 .. r0 + rows` of `tw` tiles each,
+/// numbered row by row without gaps (tile `t` is column `t % tw` of row `r0 + t / tw`) and
+/// cut into vectors of 16 (a vector may hold the end of one row and the start of the next).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Band {
+    pub r0: usize,
+    pub rows: usize,
+    pub tw: usize,
+}
+
+impl Band {
+    pub fn count(&self) -> usize {
+        self.rows * self.tw
+    }
+
+    pub fn vectors(&self) -> usize {
+        self.count().div_ceil(WINO_LANES)
+    }
+
+    /// Appends the pieces of every vector of the band, each vector's in lane order, to
+    /// `pieces`, and each vector's first piece (then the end) to `starts`: vector `k`'s
+    /// pieces are `pieces[starts[k] .. starts[k + 1]]`. Lanes past the band's last tile are
+    /// in no piece.
+    pub fn pieces(&self, pieces: &mut Vec<Piece>, starts: &mut Vec<usize>) {
+        pieces.clear();
+        starts.clear();
+        for k in 0..self.vectors() {
+            starts.push(pieces.len());
+            let (mut t, end) = (k * WINO_LANES, ((k + 1) * WINO_LANES).min(self.count()));
+            while t < end {
+                let (r, tx) = (t / self.tw, t % self.tw);
+                let len = (self.tw - tx).min(end - t);
+                let j0 = t - k * WINO_LANES;
+                pieces.push(Piece {
+                    r: self.r0 + r,
+                    j0,
+                    j1: j0 + len,
+                    tx,
+                });
+                t += len;
+            }
+        }
+        starts.push(pieces.len());
+    }
+}
+
+/// A band's tile vectors cut at tile-row ends (see [`Band::pieces`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pieces<'a> {
+    pub band: Band,
+    pub list: &'a [Piece],
+    pub starts: &'a [usize],
+}
+
+impl<'a> Pieces<'a> {
+    /// The pieces of vector `k`.
+    #[inline(always)]
+    pub fn of(&self, k: usize) -> &'a [Piece] {
+        &self.list[self.starts[k]..self.starts[k + 1]]
+    }
+
+    fn check(&self) {
+        let b = self.band;
+        assert!(self.starts.len() == b.vectors() + 1);
+        assert!(self.list.iter().all(|p| {
+            p.j0 < p.j1
+                && p.j1 <= WINO_LANES
+                && p.tx + (p.j1 - p.j0) <= b.tw
+                && (b.r0..b.r0 + b.rows).contains(&p.r)
+                && (p.j0 == 0 || (p.tx == 0 && p.r > b.r0))
+        }));
+    }
+}
+
+/// Lanes `j0 .. j1` of a tile vector, holding tiles `tx .. tx + j1 - j0` of tile row `r`
+/// (absolute). A piece that starts past lane 0 starts its row (`tx = 0`) and is not the
+/// band's first row.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Piece {
+    pub r: usize,
+    pub j0: usize,
+    pub j1: usize,
+    pub tx: usize,
+}
+
+/// `V = Bᵀ d B` for one 4 × 4 input tile `d` (rows, then columns), with
+/// `Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]` (Lavin & Gray 2016).
+/// The SIMD kernels do the same additions in the same order.
+#[inline(always)]
+pub(crate) fn wino_input_tile(d: [[f32; 4]; 4]) -> [[f32; 4]; 4] {
+    let mut t = [[0f32; 4]; 4];
+    for j in 0..4 {
+        t[0][j] = d[0][j] - d[2][j];
+        t[1][j] = d[1][j] + d[2][j];
+        t[2][j] = d[2][j] - d[1][j];
+        t[3][j] = d[1][j] - d[3][j];
+    }
+    t.map(|r| [r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]])
+}
+
+/// `Y = Aᵀ M A` for one tile's 4 × 4 products `M` (rows, then columns), with
+/// `Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]`: the 2 × 2 outputs before the bias.
+#[inline(always)]
+pub(crate) fn wino_output_tile(m: [[f32; 4]; 4]) -> [[f32; 2]; 2] {
+    let mut s = [[0f32; 4]; 2];
+    for j in 0..4 {
+        s[0][j] = (m[0][j] + m[1][j]) + m[2][j];
+        s[1][j] = (m[1][j] - m[2][j]) - m[3][j];
+    }
+    s.map(|r| [(r[0] + r[1]) + r[2], (r[1] - r[2]) - r[3]])
+}
+
+/// Where the input transform reads: one channel's zero-padded plane (rows of `pw` values,
+/// at least `2 · (r0 + rows) + 2` of them, column `x + 1` holding image column `x`), and the
+/// values after it (`src` runs to the end of the padded buffer, which has a vector of slack:
+/// the lanes of a piece past its row read on into the next).
+pub(crate) fn check_wino_input(
+    src: &[f32],
+    pw: usize,
+    pieces: Pieces,
+    dst: &[f32],
+    (c, cin): (usize, usize),
+) {
+    pieces.check();
+    let band = pieces.band;
+    assert!(band.tw > 0 && band.rows > 0 && pw >= (2 * band.tw + 2).max(WINO_LANES) && c < cin);
+    assert!(src.len() >= (2 * (band.r0 + band.rows) + 1) * pw + 2 * band.tw + 2 * WINO_LANES + 2);
+    assert!(dst.len() >= band.vectors() * cin * WINO_BLOCK);
+}
+
+/// The bounds every `wino_gemm` kernel relies on.
+pub(crate) fn check_wino_gemm(
+    v: &[f32],
+    (cin, cout, nvec): (usize, usize, usize),
+    u: &[f32],
+    m: &[f32],
+) {
+    assert!(cout % WINO_OCB == 0 && u.len() >= 16 * cin * cout);
+    assert!(v.len() >= nvec * cin * WINO_BLOCK && m.len() >= nvec * cout * WINO_BLOCK);
+}
+
+/// The bounds every `wino_output` kernel relies on: `out` (and `residual`) are the band's
+/// output rows, `2 · r0 ..`, `rows` of them (`2 · band.rows`, or one less at an odd bottom).
+pub(crate) fn check_wino_output(
+    m: &[f32],
+    (o, cout): (usize, usize),
+    pieces: Pieces,
+    (out, residual): (&[f32], Option<&[f32]>),
+    (rows, width): (usize, usize),
+) {
+    pieces.check();
+    let band = pieces.band;
+    assert!(o < cout && m.len() >= band.vectors() * cout * WINO_BLOCK);
+    assert!(width.div_ceil(2) == band.tw && rows.div_ceil(2) == band.rows);
+    assert!(out.len() >= rows * width && residual.is_none_or(|r| r.len() >= rows * width));
+}
+
+/// Asks the CPU to bring `data` into the cache (a hint: no effect on values, and nothing on
+/// targets without a prefetch instruction here). The Winograd transforms read and write a
+/// few rows of one plane after another, streams too short for the hardware prefetcher to
+/// catch, so the driver announces the next plane while the current one is transformed.
+#[inline]
+pub(crate) fn prefetch(data: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in data.chunks(16) {
+        // SAFETY: a prefetch never faults and changes no value; the pointer is in `data`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr() as *const i8
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
+impl Isa {
+    /// Whether this set has Winograd kernels (the scalar twin always does).
+    pub(crate) fn has_winograd(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Input transform of channel `c` over a band: tile `(r, tx)` is the 4 × 4 window of
+    /// padded rows `2r ..` and columns `2tx ..` of `src` (see [`check_wino_input`]);
+    /// `V[ξ]` of lane `j` of vector `k` goes to `dst[(k · cin + c) · WINO_BLOCK + 16ξ + j]`
+    /// (zero for lanes past the band). Panics when a read or write would leave the slices.
+    pub(crate) fn wino_input(
+        self,
+        src: &[f32],
+        pw: usize,
+        pieces: Pieces,
+        dst: &mut [f32],
+        cc: (usize, usize),
+    ) {
+        match self {
+            // SAFETY: `self` is a set this CPU has (it came from `available_f32`).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::wino_input(src, pw, pieces, dst, cc) },
+            _ => scalar::wino_input(src, pw, pieces, dst, cc),
+        }
+    }
+
+    /// Products of a unit's output channels (`cout`, whole blocks of [`WINO_OCB`]): for each
+    /// position `ξ`, vector `k < nvec` and lane `j`, `m[(k · cout + o) · WINO_BLOCK + 16ξ + j]
+    /// = Σ_c U[ξ][c][o] · v[(k · cin + c) · WINO_BLOCK + 16ξ + j]`, with `u`
+    /// `[cout / 8][16][cin][8]`. Panics when a read or write would leave the slices.
+    pub(crate) fn wino_gemm(
+        self,
+        v: &[f32],
+        dims: (usize, usize, usize),
+        u: &[f32],
+        m: &mut [f32],
+    ) {
+        match self {
+            // SAFETY: `self` is a set this CPU has (it came from `available_f32`).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::wino_gemm(v, dims, u, m) },
+            _ => scalar::wino_gemm(v, dims, u, m),
+        }
+    }
+
+    /// Output transform of output channel `o` (of the unit's `cout`) over a band: the tile
+    /// of lane `j` of vector `k` reads its products at
+    /// `m[(k · cout + o) · WINO_BLOCK + 16ξ + j]` and writes output pixels `(2 (r - r0) + dy, 2tx + dx)` inside `rows × width` of
+    /// `out` as `y + bias`, plus the same pixel of `residual` when there is one. Panics when
+    /// a read or write would leave the slices.
+    pub(crate) fn wino_output(
+        self,
+        m: &[f32],
+        oc: (usize, usize),
+        pieces: Pieces,
+        bias: f32,
+        planes: (&mut [f32], Option<&[f32]>),
+        size: (usize, usize),
+    ) {
+        match self {
+            // SAFETY: `self` is a set this CPU has (it came from `available_f32`).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::wino_output(m, oc, pieces, bias, planes, size) },
+            _ => scalar::wino_output(m, oc, pieces, bias, planes, size),
         }
     }
 }

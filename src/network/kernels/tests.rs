@@ -115,6 +115,19 @@ const CHANNELS: [(usize, usize); 7] = [
 /// Odd sides: one pixel, just under and over a vector, two vectors and one pixel.
 const SIDES: [usize; 4] = [1, 15, 17, 33];
 
+/// The (ReLU, Winograd) combinations to test on `isa`: both f32 forms where it has both.
+fn forms(isa: Isa) -> Vec<(bool, bool)> {
+    let winograd: &[bool] = if isa.has_winograd() {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    [false, true]
+        .into_iter()
+        .flat_map(|relu| winograd.iter().map(move |&w| (relu, w)))
+        .collect()
+}
+
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
 }
@@ -128,17 +141,20 @@ fn f32_kernels_match_a_plain_convolution_on_odd_sizes() {
                 let x = values(cin * h * wd, 1 + k as u64);
                 let w = values(cout * cin * 9, 100 + k as u64);
                 let b = values(cout, 200 + k as u64);
-                for relu in [false, true] {
+                for (relu, winograd) in forms(isa) {
+                    let stage = relu_stage(relu);
                     let conv =
-                        DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(relu), isa).unwrap();
+                        DirectConv::new_f32_with(&w, &b, (cin, cout, 3), stage, isa, winograd)
+                            .unwrap();
                     let out = run(&conv, &x, (1, h, wd), (None, None), &Executor::SingleThread);
                     let want = reference(&x, &w, &b, cin, cout, h, wd, relu);
-                    // f32 sums of up to 128 · 9 products of magnitude ≤ 1.
+                    // f32 sums of up to 128 · 9 products of magnitude ≤ 1 (Winograd: of 16
+                    // transformed products of magnitude ≤ 4 · 2.25).
                     let tol = 1e-6 * (cin * 9) as f32 + 1e-5;
                     let d = max_abs_diff(&out, &want);
                     assert!(
                         d <= tol,
-                        "{isa:?} {cin}→{cout} {h}×{wd} relu {relu}: max diff {d}"
+                        "{isa:?} {cin}→{cout} {h}×{wd} relu {relu} winograd {winograd}: max diff {d}"
                     );
                 }
             }
@@ -186,8 +202,14 @@ fn f32_kernels_cover_both_sides_of_every_row() {
     let x = values(2 * cin * h * wd, 7);
     let w = values(cout * cin * 9, 8);
     let b = values(cout, 9);
-    for isa in Isa::available_f32() {
-        let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), isa).unwrap();
+    for (isa, winograd) in Isa::available_f32().into_iter().flat_map(|isa| {
+        forms(isa)
+            .into_iter()
+            .filter(|f| f.0)
+            .map(move |f| (isa, f.1))
+    }) {
+        let stage = relu_stage(true);
+        let conv = DirectConv::new_f32_with(&w, &b, (cin, cout, 3), stage, isa, winograd).unwrap();
         let one = run(&conv, &x, (2, h, wd), (None, None), &Executor::SingleThread);
         let two = run(
             &conv,
@@ -199,7 +221,7 @@ fn f32_kernels_cover_both_sides_of_every_row() {
         assert_eq!(
             one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
             two.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            "{isa:?}"
+            "{isa:?} winograd {winograd}"
         );
         for img in 0..2 {
             let want = reference(
@@ -213,7 +235,7 @@ fn f32_kernels_cover_both_sides_of_every_row() {
                 true,
             );
             let d = max_abs_diff(&one[img * cout * h * wd..(img + 1) * cout * h * wd], &want);
-            assert!(d < 1e-4, "{isa:?} image {img}: {d}");
+            assert!(d < 1e-4, "{isa:?} winograd {winograd} image {img}: {d}");
         }
     }
 }
@@ -350,8 +372,9 @@ fn every_kernel_adds_the_residual_connection() {
     let w = values(cout * cin * 9, 1301);
     let b = values(cout, 1302);
     let r = values(cout * h * wd, 1303);
+    let stage = relu_stage(true);
     let scalar =
-        DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), Isa::Scalar).unwrap();
+        DirectConv::new_f32_with(&w, &b, (cin, cout, 3), stage, Isa::Scalar, false).unwrap();
     let plain = run(
         &scalar,
         &x,
@@ -360,16 +383,23 @@ fn every_kernel_adds_the_residual_connection() {
         &Executor::SingleThread,
     );
     for isa in Isa::available_f32() {
-        let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), isa).unwrap();
-        let out = run(
-            &conv,
-            &x,
-            (1, h, wd),
-            (None, Some(&r)),
-            &Executor::SingleThread,
-        );
-        let want: Vec<f32> = plain.iter().zip(&r).map(|(a, b)| a + b).collect();
-        assert!(max_abs_diff(&out, &want) < 1e-4, "{isa:?}");
+        for (_, winograd) in forms(isa).into_iter().filter(|f| f.0) {
+            let stage = relu_stage(true);
+            let conv =
+                DirectConv::new_f32_with(&w, &b, (cin, cout, 3), stage, isa, winograd).unwrap();
+            let out = run(
+                &conv,
+                &x,
+                (1, h, wd),
+                (None, Some(&r)),
+                &Executor::SingleThread,
+            );
+            let want: Vec<f32> = plain.iter().zip(&r).map(|(a, b)| a + b).collect();
+            assert!(
+                max_abs_diff(&out, &want) < 1e-4,
+                "{isa:?} winograd {winograd}"
+            );
+        }
     }
     for isa in Isa::available_i8() {
         let conv = DirectConv::new_f32(&w, &b, (cin, cout, 3), relu_stage(true), Isa::Scalar)
@@ -513,5 +543,102 @@ fn resampling_rows_is_the_same_on_every_instruction_set() {
             isa.nearest2(&r1, &mut got);
             assert_eq!(got, up, "{isa:?} nearest {n}");
         }
+    }
+}
+
+#[test]
+fn winograd_kernels_are_their_scalar_twin_on_every_tile_layout() {
+    // Sides around the 16-tile vector (32 pixels) and the band of tiles, odd and even, a
+    // batch of two, on two threads, with every stage part: each SIMD Winograd kernel must
+    // give its scalar twin's values (same additions in the same order; only the FMA of the
+    // products differs), and both must stay near the plain convolution.
+    for (k, &(h, wd)) in [
+        (1, 1),
+        (2, 3),
+        (7, 31),
+        (9, 32),
+        (5, 33),
+        (33, 65),
+        (66, 17),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (cin, cout) = [(16, 8), (3, 17), (32, 32), (20, 12)][k % 4];
+        let x = values(2 * cin * h * wd, 1400 + k as u64);
+        let w = values(cout * cin * 9, 1410 + k as u64);
+        let b = values(cout, 1420 + k as u64);
+        let r = values(2 * cout * h * wd, 1430 + k as u64);
+        let stage = InputStage {
+            scale: Some(values(cin, 1440 + k as u64)),
+            shift: Some(values(cin, 1450 + k as u64)),
+            relu: true,
+            ..InputStage::default()
+        };
+        let make = |isa| {
+            DirectConv::new_f32_with(&w, &b, (cin, cout, 3), stage.clone(), isa, true).unwrap()
+        };
+        let twin = run(
+            &make(Isa::Scalar),
+            &x,
+            (2, h, wd),
+            (None, Some(&r)),
+            &Executor::SingleThread,
+        );
+        for img in 0..2 {
+            let image = img * cin * h * wd..(img + 1) * cin * h * wd;
+            let want = reference_ks(&x[image], &w, &b, (cin, cout, 3), h, wd, &stage);
+            let outs = img * cout * h * wd..(img + 1) * cout * h * wd;
+            let got: Vec<f32> = twin[outs.clone()]
+                .iter()
+                .zip(&r[outs])
+                .map(|(a, b)| a - b)
+                .collect();
+            let d = max_abs_diff(&got, &want);
+            assert!(d < 1e-4, "scalar Winograd {cin}→{cout} {h}×{wd}: {d}");
+        }
+        for isa in Isa::available_f32()
+            .into_iter()
+            .filter(|i| *i != Isa::Scalar && i.has_winograd())
+        {
+            let out = run(
+                &make(isa),
+                &x,
+                (2, h, wd),
+                (None, Some(&r)),
+                &Executor::multithread(2),
+            );
+            let d = max_abs_diff(&out, &twin);
+            assert!(
+                d < 2e-5,
+                "{isa:?} Winograd {cin}→{cout} {h}×{wd} vs its scalar twin: {d}"
+            );
+        }
+    }
+}
+
+#[test]
+fn winograd_is_chosen_for_simd_3x3_from_thirty_two_channels() {
+    let w = values(32 * 32 * 9, 1500);
+    let b = values(32, 1501);
+    for isa in Isa::available_f32() {
+        for cin in [16, 31, 32] {
+            let conv =
+                DirectConv::new_f32(&w[..32 * cin * 9], &b, (cin, 32, 3), relu_stage(true), isa)
+                    .unwrap();
+            let want = if isa != Isa::Scalar && isa.has_winograd() && cin >= 32 {
+                "winograd"
+            } else {
+                "direct"
+            };
+            assert_eq!(conv.algorithm(), want, "{isa:?} {cin} channels");
+        }
+        let one =
+            DirectConv::new_f32(&w[..32 * 32], &b, (32, 32, 1), relu_stage(true), isa).unwrap();
+        assert_eq!(one.algorithm(), "direct", "{isa:?} 1×1");
+        assert!(
+            DirectConv::new_f32_with(&w[..32 * 32], &b, (32, 32, 1), relu_stage(true), isa, true)
+                .is_err()
+        );
     }
 }

@@ -10,6 +10,23 @@ use crate::objects;
 use crate::params::Params;
 use crate::scratch::reserve_total;
 
+/// Masks the stage removed, by rule (all 0 when nothing was removed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DroppedMasks {
+    /// Larger than `Params::max_size_fraction` of the image (reference rule: 0.4).
+    pub too_large: u32,
+    /// Recomputed flows differ from the network's by more than `Params::flow_threshold`.
+    pub flow_error: u32,
+    /// Smaller than `Params::min_size` pixels (after hole filling).
+    pub too_small: u32,
+}
+
+impl DroppedMasks {
+    pub fn total(&self) -> u32 {
+        self.too_large + self.flow_error + self.too_small
+    }
+}
+
 /// Buffers of the mask stage, reused from frame to frame.
 #[derive(Default)]
 pub struct MaskFormation {
@@ -26,6 +43,8 @@ pub struct MaskFormation {
     label_scratch: LabelScratch,
     diameter_counts: Vec<u64>,
     diameter_radii: Vec<f64>,
+    present: Vec<bool>,
+    dropped: DroppedMasks,
     /// Grid sizes (pixels) the buffers were reserved for, and the most labels they produce.
     reserved_npix: usize,
     label_bound: usize,
@@ -83,6 +102,7 @@ impl MaskFormation {
         assert!(flows.len() == 2 * npix && cell_prob.len() == npix && labels.len() == npix);
         let th = params.cellprob_threshold;
         self.reserve_for(h, w);
+        self.dropped = DroppedMasks::default();
         self.moving_y.clear();
         self.moving_x.clear();
         self.moving_idx.clear();
@@ -125,7 +145,7 @@ impl MaskFormation {
             Some((_, p)) => p.install(run),
             None => run(),
         }
-        masks::labels_from_positions(
+        self.dropped.too_large = masks::labels_from_positions(
             &self.end_y,
             &self.end_x,
             &self.moving_idx,
@@ -148,6 +168,7 @@ impl MaskFormation {
             self.drop.push(false);
             self.drop
                 .extend(errors.iter().map(|e| *e > params.flow_threshold as f64));
+            self.dropped.flow_error = self.drop.iter().filter(|d| **d).count() as u32;
             masks::remove_labels(labels, &self.drop);
         }
     }
@@ -170,11 +191,37 @@ impl MaskFormation {
         shape: [usize; 3],
         min_size: i32,
     ) -> u32 {
-        self.label_scratch.reserve_for(
-            labels.len(),
-            self.label_bound.max(masks::max_labels(labels.len())),
+        let bound = self.label_bound.max(masks::max_labels(labels.len()));
+        self.label_scratch.reserve_for(labels.len(), bound);
+        // Masks present before, to count those the size rule removes.
+        let before = if min_size > 0 {
+            reserve_total(&mut self.present, bound + 1);
+            self.present.clear();
+            for &l in labels.iter() {
+                let l = l as usize;
+                if l >= self.present.len() {
+                    self.present.resize(l + 1, false);
+                }
+                self.present[l] = true;
+            }
+            self.present.iter().skip(1).filter(|p| **p).count() as u32
+        } else {
+            0
+        };
+        let n = masks::fill_holes_and_remove_small_with(
+            labels,
+            shape,
+            min_size,
+            &mut self.label_scratch,
         );
-        masks::fill_holes_and_remove_small_with(labels, shape, min_size, &mut self.label_scratch)
+        self.dropped.too_small = before.saturating_sub(n);
+        n
+    }
+
+    /// The masks removed by the last [`raw_labels`](Self::raw_labels) and
+    /// [`fill_holes_and_remove_small`](Self::fill_holes_and_remove_small), by rule.
+    pub fn dropped(&self) -> DroppedMasks {
+        self.dropped
     }
 
     /// The whole stage: [`raw_labels`](Self::raw_labels), then hole filling and removal of

@@ -44,11 +44,12 @@ pub mod volume;
 
 pub use error::{Error, ImageError, ModelError, ParamsError};
 pub use flows::masks_to_flows;
-pub use flows_to_masks::MaskFormation;
+pub use flows_to_masks::{DroppedMasks, MaskFormation};
 pub use image::{ChannelLayout, ImageView, PixelType};
 pub use model::{Convolution, Model, ModelInfo};
 pub use objects::{ObjectSummary, object_summaries};
 pub use params::{Diameter, Params};
+pub use preprocess::Normalization;
 pub use segmenter::{Segmentation, Segmenter};
 pub use size_model::SizeModel;
 pub use volume::{VolumeMode, VolumeParams, VolumeSegmentation, VolumeSegmenter, VolumeView};

@@ -108,7 +108,8 @@ fn max_filter(src: &[u32], h: usize, w: usize, k: usize, tmp: &mut Vec<u32>, out
 ///
 /// `pos_y/pos_x` are the truncated final positions of the pixels `pixel_index` (row-major
 /// indices) of a `height × width` image. Writes labels 1..N (0 elsewhere) into `labels`,
-/// after removing masks larger than `max_size_fraction` of the image.
+/// after removing masks larger than `max_size_fraction` of the image; returns how many masks
+/// that rule removed.
 #[allow(clippy::too_many_arguments)]
 pub fn labels_from_positions(
     pos_y: &[u32],
@@ -119,7 +120,7 @@ pub fn labels_from_positions(
     max_size_fraction: f32,
     scratch: &mut MaskScratch,
     labels: &mut [u32],
-) {
+) -> u32 {
     labels.fill(0);
     let (hh, hw) = (height + 2 * RPAD, width + 2 * RPAD);
     let MaskScratch {
@@ -147,7 +148,7 @@ pub fn labels_from_positions(
             .map(|i| (hist[i], i)),
     );
     if seeds.is_empty() {
-        return;
+        return 0;
     }
     // Unstable sort: the keys are distinct (positions differ), and it does not allocate.
     seeds.sort_unstable_by_key(|&(c, i)| (c, i));
@@ -196,12 +197,14 @@ pub fn labels_from_positions(
     keep.clear();
     keep.extend(counts.iter().map(|&c| (c as f64) <= big));
     keep[0] = true;
+    let too_large = keep.iter().filter(|k| !**k).count() as u32;
     for l in labels.iter_mut() {
         if !keep[*l as usize] {
             *l = 0;
         }
     }
     renumber_with(labels, map);
+    too_large
 }
 
 /// The 3D counterpart of [`labels_from_positions`] (reference `get_masks_torch` on a

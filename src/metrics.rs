@@ -124,8 +124,10 @@ pub fn average_precision(truth: &[u32], pred: &[u32], thresholds: &[f64]) -> Vec
         .collect()
 }
 
-/// Aggregated Jaccard index as the reference computes it: each true object is paired with
-/// at most one predicted object (pairs with the highest IoU first), and the summed
+/// Aggregated Jaccard index as the reference computes it (`metrics.aggregated_jaccard_index`
+/// with `mask_ious`): true and predicted objects are paired by the reference's optimal
+/// assignment (the most pairs with IoU ≥ 0.5, then the largest summed IoU: the minimum of
+/// `-(IoU ≥ 0.5) - IoU / (2 · n_min)`, scipy's `linear_sum_assignment`), and the summed
 /// intersections of the pairs are divided by the union of all foreground.
 pub fn aggregated_jaccard_index(truth: &[u32], pred: &[u32]) -> f64 {
     let o = Overlaps::new(truth, pred);
@@ -137,22 +139,105 @@ pub fn aggregated_jaccard_index(truth: &[u32], pred: &[u32]) -> f64 {
     if union == 0 {
         return 1.0;
     }
-    let mut pairs: Vec<(f64, (u32, u32), u64)> =
-        o.pairs.iter().map(|&(k, i)| (o.iou(k, i), k, i)).collect();
-    pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    let (mut used_t, mut used_p) = (
-        std::collections::HashSet::new(),
-        std::collections::HashSet::new(),
+    let mut ts: Vec<u32> = o.true_area.keys().copied().collect();
+    let mut ps: Vec<u32> = o.pred_area.keys().copied().collect();
+    ts.sort_unstable();
+    ps.sort_unstable();
+    if ts.is_empty() || ps.is_empty() {
+        return 0.0;
+    }
+    let (ti, pi): (HashMap<u32, usize>, HashMap<u32, usize>) = (
+        ts.iter().enumerate().map(|(i, &t)| (t, i)).collect(),
+        ps.iter().enumerate().map(|(i, &p)| (p, i)).collect(),
     );
-    let mut inter = 0u64;
-    for (_, (t, p), i) in pairs {
-        if !used_t.contains(&t) && !used_p.contains(&p) {
-            used_t.insert(t);
-            used_p.insert(p);
-            inter += i;
+    let n_min = ts.len().min(ps.len()) as f64;
+    let (rows, cols) = (ts.len(), ps.len());
+    let mut cost = vec![0f64; rows * cols];
+    let mut inter = vec![0u64; rows * cols];
+    for &((t, p), i) in &o.pairs {
+        let iou = o.iou((t, p), i);
+        let at = ti[&t] * cols + pi[&p];
+        cost[at] = -((iou >= 0.5) as u8 as f64) - iou / (2.0 * n_min);
+        inter[at] = i;
+    }
+    let pairs = min_cost_assignment(&cost, rows, cols);
+    let inter: u64 = pairs.iter().map(|&(r, c)| inter[r * cols + c]).sum();
+    inter as f64 / union as f64
+}
+
+/// A minimum-cost one-to-one assignment of `min(rows, cols)` pairs in a dense `rows × cols`
+/// cost matrix (row-major), as `(row, col)` pairs: the Hungarian method with potentials
+/// (shortest augmenting paths, O(n² m)), the problem scipy's `linear_sum_assignment` solves.
+fn min_cost_assignment(cost: &[f64], rows: usize, cols: usize) -> Vec<(usize, usize)> {
+    // Work on n ≤ m: rows are the smaller side.
+    let transposed = rows > cols;
+    let (n, m) = if transposed {
+        (cols, rows)
+    } else {
+        (rows, cols)
+    };
+    let a = |i: usize, j: usize| {
+        if transposed {
+            cost[j * cols + i]
+        } else {
+            cost[i * cols + j]
+        }
+    };
+    // 1-based arrays; column 0 is the virtual start of each augmenting path.
+    let (mut u, mut v) = (vec![0f64; n + 1], vec![0f64; m + 1]);
+    let mut owner = vec![0usize; m + 1];
+    let mut way = vec![0usize; m + 1];
+    for i in 1..=n {
+        owner[0] = i;
+        let mut j0 = 0;
+        let mut minv = vec![f64::INFINITY; m + 1];
+        let mut used = vec![false; m + 1];
+        loop {
+            used[j0] = true;
+            let i0 = owner[j0];
+            let (mut delta, mut j1) = (f64::INFINITY, 0);
+            for j in 1..=m {
+                if !used[j] {
+                    let cur = a(i0 - 1, j - 1) - u[i0] - v[j];
+                    if cur < minv[j] {
+                        minv[j] = cur;
+                        way[j] = j0;
+                    }
+                    if minv[j] < delta {
+                        delta = minv[j];
+                        j1 = j;
+                    }
+                }
+            }
+            for j in 0..=m {
+                if used[j] {
+                    u[owner[j]] += delta;
+                    v[j] -= delta;
+                } else {
+                    minv[j] -= delta;
+                }
+            }
+            j0 = j1;
+            if owner[j0] == 0 {
+                break;
+            }
+        }
+        loop {
+            let j1 = way[j0];
+            owner[j0] = owner[j1];
+            j0 = j1;
+            if j0 == 0 {
+                break;
+            }
         }
     }
-    inter as f64 / union as f64
+    (1..=m)
+        .filter(|&j| owner[j] != 0)
+        .map(|j| {
+            let (r, c) = (owner[j] - 1, j - 1);
+            if transposed { (c, r) } else { (r, c) }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -161,6 +246,39 @@ mod tests {
 
     fn ap(t: &[u32], p: &[u32]) -> f64 {
         average_precision(t, p, &[0.5])[0].ap
+    }
+
+    #[test]
+    fn the_assignment_is_the_cheapest_one_to_one_pairing() {
+        // Greedy (0 then 1 → costs 1 + 100) loses to 2 + 3.
+        let cost = [1.0, 2.0, 3.0, 100.0];
+        let mut p = min_cost_assignment(&cost, 2, 2);
+        p.sort_unstable();
+        assert_eq!(p, vec![(0, 1), (1, 0)]);
+        // Rectangular both ways: every row (or column) of the smaller side is paired.
+        let wide = [5.0, 1.0, 4.0, 2.0, 8.0, 3.0];
+        let mut p = min_cost_assignment(&wide, 2, 3);
+        p.sort_unstable();
+        assert_eq!(p, vec![(0, 1), (1, 0)]);
+        let tall = [5.0, 2.0, 1.0, 8.0, 4.0, 3.0];
+        let mut p = min_cost_assignment(&tall, 3, 2);
+        p.sort_unstable();
+        assert_eq!(p, vec![(0, 1), (1, 0)]);
+    }
+
+    #[test]
+    fn aji_pairs_objects_as_the_reference_does_when_every_overlap_is_under_half() {
+        // Truth 1 overlaps prediction 1 by 4 px and prediction 2 by 3 px; truth 2 overlaps
+        // prediction 1 by 3 px only. Highest-IoU-first pairs (1, 1) and leaves truth 2
+        // alone; the optimal assignment takes (1, 2) and (2, 1): 3 + 3 px.
+        let t = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 0, 0, 0];
+        let p = [1, 1, 1, 1, 2, 2, 2, 0, 0, 0, 1, 1, 1, 1, 1, 1];
+        let union = t
+            .iter()
+            .zip(&p)
+            .filter(|(a, b)| **a != 0 || **b != 0)
+            .count();
+        assert_eq!(aggregated_jaccard_index(&t, &p), 6.0 / union as f64);
     }
 
     #[test]

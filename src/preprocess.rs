@@ -35,17 +35,35 @@ pub fn percentile(scratch: &mut [f32], p: f64) -> f64 {
     }
 }
 
+/// How [`normalize_channel`] treated a channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Normalization {
+    /// Not normalised (normalisation off, or the channel is not in the image).
+    #[default]
+    Off,
+    /// Constant, or holding NaN: left as it is (reference: `np.ptp == 0` skips it).
+    Constant,
+    /// The `lower` and `upper` percentiles mapped to 0 and 1 (reference `normalize99`).
+    Percentiles,
+    /// The two percentiles were equal (objects on under `100 − upper` % of a flat
+    /// background, e.g. a few nuclei in a large field): mapped from the `lower` percentile
+    /// (0) to the channel's maximum (1) instead. The reference maps such a channel to 0,
+    /// which finds no objects.
+    LowerToMax,
+}
+
 /// Normalises one channel in place so that the `lower` percentile maps to 0 and `upper` to
-/// 1 (reference `normalize99`); a channel whose percentiles nearly coincide becomes 0, and a
-/// constant channel is left as it is (reference: `np.ptp == 0` skips normalisation).
-/// Returns whether the channel was normalised (the reference's `cgood`).
+/// 1 (reference `normalize99`); a constant channel is left as it is (reference: `np.ptp ==
+/// 0` skips normalisation). Where the two percentiles nearly coincide but the channel is
+/// not constant, the channel's maximum stands in for the upper percentile
+/// ([`Normalization::LowerToMax`]).
 pub fn normalize_channel(
     x: &mut [f32],
     width: usize,
     lower: f32,
     upper: f32,
     scratch: &mut Vec<f32>,
-) -> bool {
+) -> Normalization {
     let (mn, mx) = x
         .iter()
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
@@ -53,7 +71,7 @@ pub fn normalize_channel(
         });
     // A constant channel, or one holding NaN, is left as it is.
     if mx - mn <= 0.0 || (mx - mn).is_nan() {
-        return false;
+        return Normalization::Constant;
     }
     scratch.clear();
     if x.len() > PERCENTILE_FULL_LIMIT && width > 0 {
@@ -67,15 +85,20 @@ pub fn normalize_channel(
     }
     let x01 = percentile(scratch, lower as f64);
     let x99 = percentile(scratch, upper as f64);
-    if x99 - x01 > MIN_SPREAD {
-        let (lo, span) = (x01 as f32, (x99 - x01) as f32);
+    let (hi, how) = if x99 - x01 > MIN_SPREAD {
+        (x99, Normalization::Percentiles)
+    } else {
+        (mx as f64, Normalization::LowerToMax)
+    };
+    if hi - x01 > MIN_SPREAD {
+        let (lo, span) = (x01 as f32, (hi - x01) as f32);
         for v in x.iter_mut() {
             *v = (*v - lo) / span;
         }
     } else {
         x.fill(0.0);
     }
-    true
+    how
 }
 
 /// Reduces an interleaved colour image (`nch` samples per pixel) to the network's two
@@ -242,10 +265,16 @@ mod tests {
     fn normalisation_maps_percentiles_to_zero_and_one() {
         let mut x: Vec<f32> = (0..101).map(|i| i as f32).collect();
         let mut s = Vec::new();
-        assert!(normalize_channel(&mut x, 101, 1.0, 99.0, &mut s));
+        assert_eq!(
+            normalize_channel(&mut x, 101, 1.0, 99.0, &mut s),
+            Normalization::Percentiles
+        );
         assert!((x[1] - 0.0).abs() < 1e-6 && (x[99] - 1.0).abs() < 1e-6);
         let mut flat = vec![3.0f32; 16];
-        assert!(!normalize_channel(&mut flat, 4, 1.0, 99.0, &mut s));
+        assert_eq!(
+            normalize_channel(&mut flat, 4, 1.0, 99.0, &mut s),
+            Normalization::Constant
+        );
         assert_eq!(flat[0], 3.0);
     }
 

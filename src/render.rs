@@ -2,7 +2,7 @@
 //! (`utils.masks_to_outlines`), the image as RGB (`plot.image_to_rgb`) and the flow field
 //! as colour (`plot.dx_to_circ`, the GUI's flow view). Pixels are row-major RGB8.
 
-use crate::preprocess::normalize_channel;
+use crate::preprocess::{Normalization, normalize_channel};
 
 /// Percentiles the reference maps to 0 and 1 when it shows an image or a flow magnitude
 /// (`normalize99`).
@@ -104,7 +104,7 @@ pub fn flows_to_rgb(flows: &[f32], width: usize, out: &mut [u8]) {
         .map(|(y, x)| (y * y + x * x).sqrt())
         .collect();
     let (lo, hi) = DISPLAY_PERCENTILES;
-    if !normalize_channel(&mut mag, width, lo, hi, &mut Vec::new()) {
+    if normalize_channel(&mut mag, width, lo, hi, &mut Vec::new()) == Normalization::Constant {
         // Reference normalize99 maps a constant magnitude to 0.
         mag.fill(0.0);
     }

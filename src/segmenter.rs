@@ -3,12 +3,12 @@
 //! `CellposeModel.eval` for one 2D image).
 
 use crate::error::{Error, ParamsError};
-use crate::flows_to_masks::MaskFormation;
+use crate::flows_to_masks::{DroppedMasks, MaskFormation};
 use crate::image::ImageView;
 use crate::model::Model;
 use crate::network::{self, IN_CHANNELS, NetworkScratch, OUT_CHANNELS};
 use crate::params::{Diameter, Params};
-use crate::preprocess::{self, ResizeScratch};
+use crate::preprocess::{self, Normalization, ResizeScratch};
 
 /// Euler steps of the reference at the network's scale (`niter=200`).
 const BASE_NITER: f32 = 200.0;
@@ -29,6 +29,13 @@ pub struct Segmentation {
     pub style: Vec<f32>,
     /// Object diameter (pixels) the image was rescaled for.
     pub diameter_used: f32,
+    /// How each of the network's two input channels was normalised (the second is
+    /// [`Normalization::Off`] without a nucleus channel). [`Normalization::LowerToMax`] says
+    /// the percentile range was empty and the channel's maximum was used instead.
+    pub normalization: [Normalization; 2],
+    /// Masks removed by the size and flow-error rules (of the final pass, with automatic
+    /// diameter), so that an empty or thin result can be explained.
+    pub dropped: DroppedMasks,
 }
 
 /// Buffers owned by a segmenter, sized on the first frame of a size.
@@ -126,13 +133,18 @@ impl Segmenter {
         if ws.planes.iter().any(|v| !v.is_finite()) {
             return Err(crate::ImageError::NotFinite.into());
         }
+        out.normalization = [Normalization::Off; IN_CHANNELS];
         if self.params.normalize {
             let (lo, hi) = self.params.percentiles;
             for c in 0..IN_CHANNELS {
                 let plane = &mut ws.planes[c * npix..(c + 1) * npix];
-                let good = preprocess::normalize_channel(plane, w, lo, hi, &mut ws.norm_scratch);
-                if good && self.params.invert {
+                let how = preprocess::normalize_channel(plane, w, lo, hi, &mut ws.norm_scratch);
+                // The reference inverts the channels it normalised (`cgood`).
+                if how != Normalization::Constant && self.params.invert {
                     plane.iter_mut().for_each(|v| *v = 1.0 - *v);
+                }
+                if c < image.channels() {
+                    out.normalization[c] = how;
                 }
             }
         }
@@ -224,6 +236,7 @@ impl Segmenter {
         out.n_objects =
             ws.masks
                 .fill_holes_and_remove_small(&mut out.labels, [1, h, w], self.params.min_size);
+        out.dropped = ws.masks.dropped();
         out.diameter_used = self.model.info().diam_mean / rescale;
         Ok(())
     }

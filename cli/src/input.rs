@@ -17,6 +17,7 @@ use tiff::tags::{PlanarConfiguration, Tag};
 const MAX_COLOURS: usize = 4;
 
 /// One 2D image: `colours` samples per pixel, interleaved, row-major.
+#[derive(Clone)]
 pub struct Frame {
     pub width: usize,
     pub height: usize,
@@ -79,12 +80,356 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// Every frame of an image file: one for a PNG, one per page for a TIFF.
-pub fn read_frames(path: &Path) -> Result<Vec<Frame>> {
-    match sniff(path)? {
-        (Format::Png, r) => Ok(vec![read_png(r)?]),
-        (Format::Tiff, r) => read_tiff_pages(r),
+/// Where the axes of a multi-page file came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AxesFrom {
+    /// One 2D image (PNG, or a single-page TIFF): nothing to decide.
+    Single,
+    /// The ImageJ hyperstack description (`channels=`, `slices=`, `frames=`).
+    ImageJ,
+    /// The OME-XML description (`SizeC`, `SizeZ`, `SizeT`, `DimensionOrder`).
+    Ome,
+    /// No axes metadata: the pages are planes of one axis, Z or T, as the caller decides.
+    Assumed,
+}
+
+/// The axes of an image file: `channels` pages (or planar samples) make one plane's colours,
+/// `slices` planes are Z, `frames` are T.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Axes {
+    pub channels: usize,
+    pub slices: usize,
+    pub frames: usize,
+    pub from: AxesFrom,
+    /// Page index = `c · stride[0] + z · stride[1] + t · stride[2]`.
+    stride: [usize; 3],
+}
+
+/// One readable 2D page: a TIFF directory, or one sample plane of a planar TIFF directory.
+#[derive(Clone, Copy, Debug)]
+struct Page {
+    ifd: usize,
+    /// The sample plane of a planar directory read as a page of its own.
+    sample: Option<usize>,
+}
+
+enum Source {
+    Png(Frame),
+    Tiff {
+        dec: Box<TiffDecoder<BufReader<File>>>,
+        pages: Vec<Page>,
+    },
+}
+
+/// An image file opened for reading plane by plane (a long time-lapse is never held whole).
+pub struct ImageFile {
+    source: Source,
+    pub axes: Axes,
+    /// A line saying how the pages were read where that was a choice (a planar page split
+    /// into planes, pages without axes metadata), for the caller to show.
+    pub note: Option<String>,
+}
+
+impl ImageFile {
+    /// Opens `path` (PNG or TIFF, recognised by content) and reads its layout.
+    pub fn open(path: &Path) -> Result<ImageFile> {
+        match sniff(path)? {
+            (Format::Png, r) => Ok(ImageFile {
+                source: Source::Png(read_png(r)?),
+                axes: Axes::single(),
+                note: None,
+            }),
+            (Format::Tiff, r) => open_tiff(r),
+        }
     }
+
+    /// Plane `z` of time point `t`, its channels as the colours of one frame.
+    pub fn read_plane(&mut self, z: usize, t: usize) -> Result<Frame> {
+        let axes = self.axes;
+        assert!(z < axes.slices && t < axes.frames);
+        match &mut self.source {
+            Source::Png(frame) => Ok(frame.clone()),
+            Source::Tiff { dec, pages } => {
+                if axes.channels == 1 {
+                    let page = axes.page(0, z, t);
+                    return read_page(dec, pages[page], page + 1);
+                }
+                let mut parts = Vec::with_capacity(axes.channels);
+                for c in 0..axes.channels {
+                    let page = axes.page(c, z, t);
+                    let f = read_page(dec, pages[page], page + 1)?;
+                    if f.colours != 1 {
+                        bail!(
+                            "TIFF page {} has {} colour channels, but the axes metadata gives \
+                             {} channels as separate pages",
+                            page + 1,
+                            f.colours,
+                            axes.channels
+                        );
+                    }
+                    parts.push(f);
+                }
+                merge_channels(parts)
+            }
+        }
+    }
+}
+
+impl Axes {
+    fn single() -> Axes {
+        Axes {
+            channels: 1,
+            slices: 1,
+            frames: 1,
+            from: AxesFrom::Single,
+            stride: [0, 0, 0],
+        }
+    }
+
+    /// `pages` planes of one unknown axis (Z or T: see [`Axes::as_z`]), read as time points.
+    fn assumed(pages: usize) -> Axes {
+        Axes {
+            channels: 1,
+            slices: 1,
+            frames: pages,
+            from: AxesFrom::Assumed,
+            stride: [0, 0, 1],
+        }
+    }
+
+    /// Where the axes could not be read, the pages as Z-planes instead of time points.
+    pub fn as_z(self) -> Axes {
+        if self.from != AxesFrom::Assumed {
+            return self;
+        }
+        Axes {
+            slices: self.frames,
+            frames: 1,
+            stride: [0, 1, 0],
+            ..self
+        }
+    }
+
+    fn page(&self, c: usize, z: usize, t: usize) -> usize {
+        c * self.stride[0] + z * self.stride[1] + t * self.stride[2]
+    }
+
+    /// `C × Z × T` in words, for messages.
+    pub fn describe(&self) -> String {
+        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        format!(
+            "{} × {} × {}",
+            plural(self.channels, "channel"),
+            plural(self.slices, "Z-plane"),
+            plural(self.frames, "time point")
+        )
+    }
+}
+
+/// Frames of one channel each (same size) into one frame of interleaved colours.
+fn merge_channels(parts: Vec<Frame>) -> Result<Frame> {
+    let (w, h) = (parts[0].width, parts[0].height);
+    if let Some(f) = parts.iter().find(|f| (f.width, f.height) != (w, h)) {
+        bail!(
+            "the channels of one plane differ in size ({w}×{h} and {}×{})",
+            f.width,
+            f.height
+        );
+    }
+    let colours = parts.len();
+    if colours > MAX_COLOURS {
+        bail!("planes have {colours} channels; at most {MAX_COLOURS} can be segmented");
+    }
+    let mut data = vec![0f32; w * h * colours];
+    for (c, f) in parts.iter().enumerate() {
+        for (i, v) in f.data.iter().enumerate() {
+            data[i * colours + c] = *v;
+        }
+    }
+    Ok(Frame {
+        width: w,
+        height: h,
+        colours,
+        data,
+    })
+}
+
+/// The value of `key=` on a line of an ImageJ description.
+fn imagej_value(desc: &str, key: &str) -> Option<usize> {
+    desc.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The value of attribute `name="…"` of the first `<Pixels` element of an OME-XML text.
+fn ome_attribute<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let pixels = &xml[xml.find("<Pixels")?..];
+    let pixels = &pixels[..pixels.find('>')?];
+    let at = pixels.find(&format!(" {name}=\""))? + name.len() + 3;
+    let rest = &pixels[at..];
+    Some(&rest[..rest.find('"')?])
+}
+
+/// The axes a description gives for `pages` single-channel pages, if it gives them and
+/// they account for every page.
+fn axes_from_description(desc: &str, pages: usize) -> Option<Axes> {
+    if desc.starts_with("ImageJ=") {
+        let c = imagej_value(desc, "channels").unwrap_or(1);
+        let z = imagej_value(desc, "slices").unwrap_or(1);
+        let t = imagej_value(desc, "frames").unwrap_or(1);
+        // ImageJ writes pages channel first, then slice, then frame (XYCZT).
+        return (c * z * t == pages && c > 0 && z > 0 && t > 0).then_some(Axes {
+            channels: c,
+            slices: z,
+            frames: t,
+            from: AxesFrom::ImageJ,
+            stride: [1, c, c * z],
+        });
+    }
+    if desc.contains("<OME") {
+        let size = |n: &str| ome_attribute(desc, n)?.parse::<usize>().ok();
+        let (c, z, t) = (size("SizeC")?, size("SizeZ")?, size("SizeT")?);
+        let order = ome_attribute(desc, "DimensionOrder")?;
+        if c * z * t != pages || !order.starts_with("XY") || order.len() != 5 {
+            return None;
+        }
+        // The first axis after XY changes fastest from page to page.
+        let mut stride = [0usize; 3];
+        let mut step = 1;
+        for axis in order[2..].chars() {
+            let (i, n) = match axis {
+                'C' => (0, c),
+                'Z' => (1, z),
+                'T' => (2, t),
+                _ => return None,
+            };
+            stride[i] = step;
+            step *= n;
+        }
+        return Some(Axes {
+            channels: c,
+            slices: z,
+            frames: t,
+            from: AxesFrom::Ome,
+            stride,
+        });
+    }
+    None
+}
+
+fn open_tiff(r: BufReader<File>) -> Result<ImageFile> {
+    let mut dec = Box::new(TiffDecoder::new(r).context("cannot decode TIFF")?);
+    let desc = match dec.get_tag(Tag::ImageDescription) {
+        Ok(v) => v.into_string().unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    // Every directory, and the sample planes of a planar one when they are planes of a stack.
+    let mut pages = Vec::new();
+    let mut split = None;
+    for ifd in 0.. {
+        let layout = tiff_page_layout(&mut dec, ifd + 1)?;
+        if layout.planar && !layout.rgb_colour {
+            split = Some(layout.samples);
+            pages.extend((0..layout.samples).map(|s| Page {
+                ifd,
+                sample: Some(s),
+            }));
+        } else {
+            pages.push(Page { ifd, sample: None });
+        }
+        if !dec.more_images() {
+            break;
+        }
+        dec.next_image()
+            .with_context(|| format!("cannot decode TIFF page {}", ifd + 2))?;
+    }
+    let n = pages.len();
+    let mut notes = Vec::new();
+    if let Some(s) = split {
+        notes.push(format!(
+            "the {s} separate sample planes of a page are read as planes of a stack, not colours"
+        ));
+    }
+    let axes = if n == 1 {
+        Axes::single()
+    } else if let Some(a) = axes_from_description(&desc, n) {
+        a
+    } else {
+        notes.push(format!(
+            "{n} planes with {}",
+            if desc.starts_with("ImageJ=") || desc.contains("<OME") {
+                "axes metadata that does not match their number"
+            } else {
+                "no axes metadata (ImageJ or OME)"
+            }
+        ));
+        Axes::assumed(n)
+    };
+    Ok(ImageFile {
+        source: Source::Tiff { dec, pages },
+        axes,
+        note: (!notes.is_empty()).then(|| notes.join("; ")),
+    })
+}
+
+/// Reads `page` (`number`, from 1, for messages) as a frame.
+fn read_page(dec: &mut TiffDecoder<BufReader<File>>, page: Page, number: usize) -> Result<Frame> {
+    let at = |e: tiff::TiffError| {
+        anyhow::Error::from(e).context(format!("cannot decode TIFF page {number}"))
+    };
+    dec.seek_to_image(page.ifd).map_err(at)?;
+    let layout = tiff_page_layout(dec, number)?;
+    let (width, height, samples) = (layout.width, layout.height, layout.samples);
+    if layout.planar {
+        // Planar: the strips of sample 0, then of sample 1, … (the `tiff` crate's
+        // `read_image` reads sample 0 only).
+        if dec.get_chunk_type() != tiff::decoder::ChunkType::Strip {
+            bail!("TIFF page {number} is tiled with separate sample planes; not supported");
+        }
+        let per_sample = dec.strip_count().map_err(at)? as usize / samples;
+        let wanted: Vec<usize> = match page.sample {
+            Some(s) => vec![s],
+            None => (0..keep_colours(samples, layout.alpha)?).collect(),
+        };
+        let mut planes = Vec::with_capacity(wanted.len());
+        for s in wanted {
+            let mut plane = Vec::with_capacity(width * height);
+            for k in 0..per_sample {
+                let chunk = dec.read_chunk((s * per_sample + k) as u32).map_err(at)?;
+                plane.extend(decoded_to_f32(chunk));
+            }
+            if plane.len() < width * height {
+                bail!(
+                    "TIFF page {number}: sample plane {} decoded to {} values, expected {width}×{height}",
+                    s + 1,
+                    plane.len()
+                );
+            }
+            plane.truncate(width * height);
+            planes.push(Frame {
+                width,
+                height,
+                colours: 1,
+                data: plane,
+            });
+        }
+        return merge_channels(planes);
+    }
+    let colours =
+        keep_colours(samples, layout.alpha).with_context(|| format!("TIFF page {number}"))?;
+    let values = decoded_to_f32(dec.read_image().map_err(at)?);
+    if values.len() != width * height * samples {
+        bail!(
+            "TIFF page {number} decoded to {} samples, expected {width}×{height}×{samples}",
+            values.len()
+        );
+    }
+    Ok(Frame {
+        width,
+        height,
+        colours,
+        data: take_colours(values.into_iter(), samples, colours),
+    })
 }
 
 fn check_size(width: usize, height: usize) -> Result<()> {
@@ -188,11 +533,22 @@ fn decoded_to_f32(d: DecodingResult) -> Vec<f32> {
     }
 }
 
+/// The layout of a TIFF page.
+struct PageLayout {
+    width: usize,
+    height: usize,
+    samples: usize,
+    alpha: bool,
+    /// More than one sample, stored as separate planes (planar configuration 2).
+    planar: bool,
+    /// Three samples that are the colours of an RGB picture (photometric RGB, no extra
+    /// samples), as opposed to planes of a stack stored as samples (tifffile's default for
+    /// a small stack writes them as RGB + alpha).
+    rgb_colour: bool,
+}
+
 /// Size and samples of the current TIFF page, rejecting what cannot be read correctly.
-fn tiff_page_layout<R: Read + Seek>(
-    dec: &mut TiffDecoder<R>,
-    page: usize,
-) -> Result<(usize, usize, usize, bool)> {
+fn tiff_page_layout<R: Read + Seek>(dec: &mut TiffDecoder<R>, page: usize) -> Result<PageLayout> {
     let (w, h) = dec
         .dimensions()
         .with_context(|| format!("cannot decode TIFF page {page}"))?;
@@ -202,49 +558,19 @@ fn tiff_page_layout<R: Read + Seek>(
             .with_context(|| format!("cannot decode TIFF page {page}"))?,
     )
     .with_context(|| format!("TIFF page {page}"))?;
-    let planar = dec
-        .find_tag_unsigned::<u16>(Tag::PlanarConfiguration)
-        .ok()
-        .flatten()
-        == Some(PlanarConfiguration::Planar.to_u16());
-    if planar && samples > 1 {
-        bail!(
-            "TIFF page {page} stores its {samples} channels as separate planes; \
-             only interleaved (chunky) channels are supported"
-        );
-    }
-    Ok((w as usize, h as usize, samples, alpha))
-}
-
-fn read_tiff_pages<R: Read + Seek>(r: R) -> Result<Vec<Frame>> {
-    let mut dec = TiffDecoder::new(r).context("cannot decode TIFF")?;
-    let mut frames = Vec::new();
-    loop {
-        let page = frames.len() + 1;
-        let (width, height, samples, alpha) = tiff_page_layout(&mut dec, page)?;
-        let colours = keep_colours(samples, alpha).with_context(|| format!("TIFF page {page}"))?;
-        let values = decoded_to_f32(
-            dec.read_image()
-                .with_context(|| format!("cannot decode TIFF page {page}"))?,
-        );
-        if values.len() != width * height * samples {
-            bail!(
-                "TIFF page {page} decoded to {} samples, expected {width}×{height}×{samples}",
-                values.len()
-            );
-        }
-        frames.push(Frame {
-            width,
-            height,
-            colours,
-            data: take_colours(values.into_iter(), samples, colours),
-        });
-        if !dec.more_images() {
-            return Ok(frames);
-        }
-        dec.next_image()
-            .with_context(|| format!("cannot decode TIFF page {}", page + 1))?;
-    }
+    let tag = |dec: &mut TiffDecoder<R>, t: Tag| dec.find_tag_unsigned::<u16>(t).ok().flatten();
+    let planar = tag(dec, Tag::PlanarConfiguration) == Some(PlanarConfiguration::Planar.to_u16())
+        && samples > 1;
+    let photometric_rgb = tag(dec, Tag::PhotometricInterpretation)
+        == Some(tiff::tags::PhotometricInterpretation::RGB.to_u16());
+    Ok(PageLayout {
+        width: w as usize,
+        height: h as usize,
+        samples,
+        alpha,
+        planar,
+        rgb_colour: photometric_rgb && samples == 3,
+    })
 }
 
 /// Converts label samples, which must be whole numbers from 0 to 2³²−1.
@@ -295,7 +621,12 @@ pub fn read_labels(path: &Path) -> Result<Labels> {
             }
             r.rewind().context("cannot read file")?;
             let mut dec = TiffDecoder::new(r).context("cannot decode TIFF")?;
-            let (width, height, samples, _) = tiff_page_layout(&mut dec, 1)?;
+            let PageLayout {
+                width,
+                height,
+                samples,
+                ..
+            } = tiff_page_layout(&mut dec, 1)?;
             if samples != 1 {
                 bail!("label image has {samples} channels; expected a single-channel image");
             }

@@ -6,14 +6,14 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use cellpose::{
-    Diameter, ImageView, Model, Params, ParamsError, Segmenter, VolumeParams, VolumeSegmenter,
-    preprocess, render,
+    Diameter, DroppedMasks, ImageView, Model, Normalization, Params, ParamsError, Segmentation,
+    Segmenter, VolumeParams, VolumeSegmenter, preprocess, render,
 };
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::input::{Frame, read_frames};
-use crate::output::{LabelPage, write_csv, write_label_tiff, write_rgb_png};
+use crate::input::{AxesFrom, Frame, ImageFile};
+use crate::output::{CsvWriter, LabelPage, LabelTiffWriter, write_rgb_png};
 use crate::volume::segment_volume_file;
 use crate::{EXIT_MODEL, EXIT_SOME_FAILED, EXIT_USAGE, Fatal, model_path, one_line};
 
@@ -28,7 +28,10 @@ pub struct SegmentArgs {
     /// Image files (PNG, TIFF; multi-page TIFF = frames) or folders of them.
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
-    /// Folder for the results (created if missing) [default: beside each image].
+    /// Folder for the results (created if missing) [default: beside each image]. Results
+    /// are named after the input without its extension (`NAME_cp_masks.tif`, …); a result
+    /// of that name from an earlier run is replaced, and two inputs of this run that would
+    /// write the same result are refused before anything is segmented.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// ONNX model file [default: $CELLPOSE_MODEL, or the shipped models/nuclei_light_int8.onnx].
@@ -53,6 +56,18 @@ pub struct SegmentArgs {
     /// Masks smaller than this many pixels are removed (0 or negative keeps all).
     #[arg(long, value_name = "N", default_value_t = Params::default().min_size, allow_hyphen_values = true)]
     min_size: i32,
+    /// Masks larger than this fraction of the image (or volume) are removed, as the
+    /// reference does (its rule: 0.4); raise it for objects that fill most of the frame.
+    #[arg(long, value_name = "F", default_value_t = Params::default().max_size_fraction)]
+    max_size_fraction: f32,
+    /// Intensity percentiles mapped to 0 and 1 before the network, per channel (the
+    /// reference's normalisation). When they are equal (a few objects on a flat background)
+    /// the channel's maximum stands in for the upper one, with a warning.
+    #[arg(long, num_args = 2, value_names = ["LOW", "HIGH"], allow_hyphen_values = true)]
+    norm_percentile: Option<Vec<f32>>,
+    /// Do not normalise intensities (for images already scaled to 0..1 like the training data).
+    #[arg(long, conflicts_with = "norm_percentile")]
+    no_norm: bool,
     /// Test-time augmentation: overlapping flipped tiles, averaged (slower, slightly better).
     #[arg(long)]
     tta: bool,
@@ -139,12 +154,18 @@ fn parse_channels(s: &str) -> Result<[usize; 2], String> {
 
 /// `--flag` spelling of a parameter name in a core error.
 fn flag_of(name: &str) -> String {
+    if name.starts_with("percentiles") {
+        return "--norm-percentile".into();
+    }
     format!("--{}", name.replace('_', "-"))
 }
 
 /// The images named by the inputs, folders expanded (sorted, results and annotations
 /// skipped). Inputs that name nothing usable come back as errors.
-fn expand_inputs(inputs: &[PathBuf]) -> Vec<Result<PathBuf, (PathBuf, String)>> {
+/// An input file, or an input that names nothing usable with the reason.
+type Input = Result<PathBuf, (PathBuf, String)>;
+
+fn expand_inputs(inputs: &[PathBuf]) -> Vec<Input> {
     let mut out = Vec::new();
     for input in inputs {
         if input.is_dir() {
@@ -175,6 +196,55 @@ fn expand_inputs(inputs: &[PathBuf]) -> Vec<Result<PathBuf, (PathBuf, String)>> 
     out
 }
 
+/// Checks, before any work, that no two inputs would write the same result files (their
+/// results are `DIR/STEM_…`: two files of one stem in different folders with one `--out`,
+/// or `x.png` beside `x.tif`), so that no result replaces another written in the same run.
+/// The same file named twice (a file and its folder) is segmented once.
+fn one_result_per_input(items: Vec<Input>, out: Option<&Path>) -> Result<Vec<Input>, Fatal> {
+    use std::collections::HashMap;
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut first: HashMap<PathBuf, PathBuf> = HashMap::new();
+    let mut seen_inputs = std::collections::HashSet::new();
+    let mut clashes = Vec::new();
+    let mut kept = Vec::with_capacity(items.len());
+    for item in items {
+        let Ok(path) = &item else {
+            kept.push(item);
+            continue;
+        };
+        if !seen_inputs.insert(canonical(path)) {
+            continue;
+        }
+        if let Ok((stem, dir)) = stem_and_dir(path, out) {
+            let result = output_path(&canonical(&dir), stem, "cp_masks.tif", None);
+            match first.get(&result) {
+                Some(earlier) => clashes.push(format!(
+                    "{} and {} would both write {}",
+                    earlier.display(),
+                    path.display(),
+                    result.display()
+                )),
+                None => {
+                    first.insert(result, path.clone());
+                }
+            }
+        }
+        kept.push(item);
+    }
+    if clashes.is_empty() {
+        return Ok(kept);
+    }
+    Err(Fatal::new(
+        EXIT_USAGE,
+        format!(
+            "nothing was segmented: results are named after the input's file name without \
+             its extension, and {}; segment them in separate runs with different --out \
+             folders, or rename them",
+            clashes.join("; ")
+        ),
+    ))
+}
+
 fn is_image_name(p: &Path) -> bool {
     let ext_ok = p
         .extension()
@@ -193,6 +263,10 @@ pub(crate) struct Done {
     pub diameters: Vec<f32>,
     /// For a volume, how it was segmented ("3D flows", "stitched at IoU 0.25").
     pub volume: Option<String>,
+    /// Masks removed by the size and flow-error rules, over every frame.
+    pub dropped: DroppedMasks,
+    /// How the file was read or normalised where that was a choice, for the user.
+    pub notes: Vec<String>,
 }
 
 /// Output path `DIR/STEM_SUFFIX` (with `_frameNNN` before the extension for stacks).
@@ -238,13 +312,36 @@ fn segment_file(
     seg: &mut Segmenter,
     args: &SegmentArgs,
 ) -> Result<Done> {
-    let frames = read_frames(path)?;
+    let mut file = ImageFile::open(path)?;
+    let axes = file.axes;
+    let mut notes: Vec<String> = file.note.iter().cloned().collect();
+    if axes.from == AxesFrom::Assumed {
+        notes.push(format!(
+            "read as {} frames (time points); --do-3d reads them as the Z-planes of one volume",
+            axes.frames
+        ));
+    } else if axes.slices > 1 {
+        notes.push(format!(
+            "axes from the {:?} metadata: {}; each Z-plane is segmented as a 2D frame (--do-3d segments them as a volume)",
+            axes.from,
+            axes.describe()
+        ));
+    }
     let (stem, dir) = stem_and_dir(path, out_dir)?;
-    let n = frames.len();
-    let mut results = Vec::with_capacity(n);
-    let mut summaries = Vec::new();
-    let mut diameters = Vec::new();
-    for (i, frame) in frames.iter().enumerate() {
+    let n = axes.slices * axes.frames;
+    let masks = output_path(&dir, stem, "cp_masks.tif", None);
+    let mut labels_out = LabelTiffWriter::create(&masks)?;
+    let mut csv = match args.csv {
+        true => Some(CsvWriter::create(&output_path(&dir, stem, "cp.csv", None))?),
+        false => None,
+    };
+    let mut s = Segmentation::default();
+    let (mut objects, mut dropped, mut flat) = (0u64, DroppedMasks::default(), 0usize);
+    let mut diameters = Vec::with_capacity(n);
+    // Frames are read, segmented and written one at a time: memory does not grow with
+    // the number of frames.
+    for i in 0..n {
+        let (t, z) = (i / axes.slices, i % axes.slices);
         let in_frame = |e: anyhow::Error| {
             if n > 1 {
                 e.context(format!("frame {}", i + 1))
@@ -252,7 +349,8 @@ fn segment_file(
                 e
             }
         };
-        let (planes, nplanes) = reduce(frame, args.channels).map_err(in_frame)?;
+        let frame = file.read_plane(z, t).map_err(in_frame)?;
+        let (planes, nplanes) = reduce(&frame, args.channels).map_err(in_frame)?;
         let npix = frame.width * frame.height;
         let view = ImageView::planar_f32(
             frame.width,
@@ -261,8 +359,14 @@ fn segment_file(
             &planes[..nplanes * npix],
         )
         .map_err(|e| in_frame(e.into()))?;
-        let s = seg.segment(&view).map_err(|e| in_frame(e.into()))?;
+        seg.segment_into(&view, &mut s)
+            .map_err(|e| in_frame(e.into()))?;
         diameters.push(s.diameter_used);
+        objects += s.n_objects as u64;
+        dropped.too_large += s.dropped.too_large;
+        dropped.flow_error += s.dropped.flow_error;
+        dropped.too_small += s.dropped.too_small;
+        flat += s.normalization.contains(&Normalization::LowerToMax) as usize;
         let frame_tag = (n > 1).then_some((i, n));
         if args.outlines {
             let mut rgb = vec![0u8; 3 * npix];
@@ -278,35 +382,89 @@ fn segment_file(
             let p = output_path(&dir, stem, "cp_flows.png", frame_tag);
             write_rgb_png(&p, frame.width, frame.height, &rgb)?;
         }
-        if args.csv {
-            summaries.push(cellpose::object_summaries(
-                &s.labels,
-                frame.width,
-                Some(&planes[..npix]),
-            ));
+        if let Some(csv) = &mut csv {
+            let summaries =
+                cellpose::object_summaries(&s.labels, frame.width, Some(&planes[..npix]));
+            csv.write_frame(i + 1, &summaries)?;
         }
-        results.push(s);
-    }
-    let masks = output_path(&dir, stem, "cp_masks.tif", None);
-    let pages: Vec<LabelPage> = results
-        .iter()
-        .map(|s| LabelPage {
+        labels_out.write_page(LabelPage {
             width: s.width,
             height: s.height,
             labels: &s.labels,
-        })
-        .collect();
-    write_label_tiff(&masks, &pages)?;
-    if args.csv {
-        write_csv(&output_path(&dir, stem, "cp.csv", None), &summaries)?;
+        })?;
+    }
+    if flat > 0 {
+        let (lo, hi) = seg.params().percentiles;
+        notes.push(format!(
+            "{}the {lo} and {hi} % intensity percentiles were equal (few objects on a flat \
+             background?), so intensities were scaled from the {lo} % percentile to the \
+             maximum instead; --norm-percentile LOW HIGH sets the range",
+            if n > 1 {
+                format!("in {flat} of {n} frames, ")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    let masks = labels_out.finish()?;
+    if let Some(csv) = csv {
+        csv.finish()?;
     }
     Ok(Done {
         frames: n,
-        objects: results.iter().map(|s| s.n_objects as u64).sum(),
+        objects,
         masks,
         diameters,
         volume: None,
+        dropped,
+        notes,
     })
+}
+
+/// The diameters of an image's frames: one value, or the range.
+fn diameter_range(d: &[f32]) -> String {
+    let (lo, hi) = d
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    if d.is_empty() {
+        "-".into()
+    } else if format!("{lo:.1}") == format!("{hi:.1}") {
+        format!("{lo:.1}")
+    } else {
+        format!("{lo:.1}-{hi:.1}")
+    }
+}
+
+/// `"; removed …"` naming the masks the size and flow-error rules removed, with the option
+/// that sets each rule, or nothing when none were removed.
+fn removed(d: &DroppedMasks, params: &Params) -> String {
+    let mut parts = Vec::new();
+    if d.too_large > 0 {
+        parts.push(format!(
+            "{} larger than {} % of the frame (--max-size-fraction)",
+            d.too_large,
+            params.max_size_fraction * 100.0
+        ));
+    }
+    if d.flow_error > 0 {
+        parts.push(format!(
+            "{} whose flows disagreed (--flow-threshold {})",
+            d.flow_error, params.flow_threshold
+        ));
+    }
+    if d.too_small > 0 {
+        parts.push(format!(
+            "{} under {} px (--min-size)",
+            d.too_small, params.min_size
+        ));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; removed {}", parts.join(", "))
+    }
 }
 
 /// The frame's colours reduced to the network's planes (the reference's channel choice).
@@ -348,6 +506,13 @@ impl Engine {
         match self {
             Engine::Frames(s) => s.model(),
             Engine::Volumes(s) => s.model(),
+        }
+    }
+
+    fn params(&self) -> &Params {
+        match self {
+            Engine::Frames(s) => s.params(),
+            Engine::Volumes(s) => &s.params().params,
         }
     }
 }
@@ -393,6 +558,12 @@ fn build_engine(args: &SegmentArgs) -> Result<(Engine, PathBuf), Fatal> {
         flow_threshold: args.flow_threshold,
         cellprob_threshold: args.cellprob_threshold,
         min_size: args.min_size,
+        max_size_fraction: args.max_size_fraction,
+        percentiles: match args.norm_percentile.as_deref() {
+            Some(&[lo, hi]) => (lo, hi),
+            _ => Params::default().percentiles,
+        },
+        normalize: !args.no_norm,
         augment: args.tta,
         tile_overlap: args.tile_overlap,
         invert: args.invert,
@@ -454,6 +625,7 @@ pub fn run(args: SegmentArgs) -> Result<u8, Fatal> {
         })?;
     }
     let items = expand_inputs(&args.inputs);
+    let items = one_result_per_input(items, args.out.as_deref())?;
     let pb = ProgressBar::new(items.len() as u64);
     pb.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} images, {elapsed} elapsed, {msg}")
@@ -491,15 +663,12 @@ pub fn run(args: SegmentArgs) -> Result<u8, Fatal> {
                 ok += 1;
                 frames += d.frames;
                 objects += d.objects;
-                let diam = d
-                    .diameters
-                    .iter()
-                    .map(|x| format!("{x:.1}"))
-                    .collect::<Vec<_>>()
-                    .join("/");
                 pb.suspend(|| {
+                    for note in &d.notes {
+                        eprintln!("note: {}: {note}", path.display());
+                    }
                     say!(
-                        "{}: {} objects{}, diameter {diam} px, {:.2} s -> {}",
+                        "{}: {} objects{}, diameter {} px, {:.2} s -> {}{}",
                         path.display(),
                         d.objects,
                         match &d.volume {
@@ -507,8 +676,10 @@ pub fn run(args: SegmentArgs) -> Result<u8, Fatal> {
                             None if d.frames > 1 => format!(" in {} frames", d.frames),
                             None => String::new(),
                         },
+                        diameter_range(&d.diameters),
                         t.elapsed().as_secs_f64(),
-                        d.masks.display()
+                        d.masks.display(),
+                        removed(&d.dropped, engine.params())
                     )
                 });
             }

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use cellpose::{VolumeMode, VolumeSegmenter, VolumeView, render};
 
-use crate::input::read_frames;
+use crate::input::{AxesFrom, ImageFile};
 use crate::output::{LabelPage, write_label_tiff, write_rgb_png};
 use crate::segment::{Done, output_path, reduce, stem_and_dir};
 
@@ -19,15 +19,42 @@ pub fn segment_volume_file(
     channels: [usize; 2],
     outlines: bool,
 ) -> Result<Done> {
-    let frames = read_frames(path)?;
-    let (stem, dir) = stem_and_dir(path, out_dir)?;
-    let depth = frames.len();
-    if depth < 2 {
+    let mut file = ImageFile::open(path)?;
+    file.axes = file.axes.as_z();
+    let axes = file.axes;
+    let mut notes: Vec<String> = file.note.iter().cloned().collect();
+    match axes.from {
+        AxesFrom::Assumed => notes.push(format!(
+            "read as a volume of {} Z-planes (pages without axes metadata)",
+            axes.slices
+        )),
+        AxesFrom::ImageJ | AxesFrom::Ome => notes.push(format!(
+            "axes from the {:?} metadata: {}",
+            axes.from,
+            axes.describe()
+        )),
+        AxesFrom::Single => {}
+    }
+    if axes.frames > 1 {
         bail!(
-            "--do-3d needs a z-stack (a multi-page TIFF, one page per plane), but the file \
-             holds a single image"
+            "--do-3d: the file holds {} ({:?} metadata); segment one time point at a time \
+             (a volume is the Z-planes of one time point)",
+            axes.describe(),
+            axes.from
         );
     }
+    let (stem, dir) = stem_and_dir(path, out_dir)?;
+    let depth = axes.slices;
+    if depth < 2 {
+        bail!(
+            "--do-3d needs a z-stack (several Z-planes: pages of a TIFF, or the slices of an \
+             ImageJ or OME hyperstack), but the file holds {}",
+            axes.describe()
+        );
+    }
+    let frames = (0..depth)
+        .map(|z| file.read_plane(z, 0))
+        .collect::<Result<Vec<_>>>()?;
     let first = &frames[0];
     let (w, h, colours) = (first.width, first.height, first.colours);
     if let Some((i, f)) = frames
@@ -94,5 +121,7 @@ pub fn segment_volume_file(
         masks,
         diameters: vec![s.diameter_used],
         volume: Some(how),
+        dropped: Default::default(),
+        notes,
     })
 }

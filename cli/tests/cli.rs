@@ -1074,3 +1074,336 @@ fn volume_options_are_refused_with_one_line_errors() {
     }
     not_a_stack(&mixed, "TIFF page 2 is 16×32");
 }
+
+// ---- Inputs of the kinds real users send (issue 22; fixtures/cases/SOURCES.md) ----
+
+fn case(name: &str) -> PathBuf {
+    root().join("cli/tests/fixtures/cases").join(name)
+}
+
+/// Runs `cellpose ARGS` and returns its exit status and the peak resident memory (kB) seen
+/// in `/proc` while it ran (polled every 5 ms; the process's own high-water mark, read just
+/// before it is reaped).
+fn peak_rss_kb(args: &[&str]) -> (std::process::ExitStatus, u64) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cellpose"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&status_file)
+            && let Some(kb) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(kb);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, peak);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// A multi-page 8-bit TIFF of `frames` copies of a 240×240 crop of a real 256×256 image
+/// (shifted a little from frame to frame), with no axes metadata.
+fn write_time_lapse(path: &Path, frames: usize) {
+    let (w, _, _, px) = read_png(&data("dsb_04acab7636c4cf61_img.png"));
+    let side = 240;
+    let mut f = BufWriter::new(File::create(path).unwrap());
+    let mut enc = TiffEncoder::new(&mut f).unwrap();
+    for k in 0..frames {
+        let page: Vec<u8> = (0..side * side)
+            .map(|i| px[(i / side) * w + i % side + k % 7].min(255) as u8)
+            .collect();
+        enc.write_image::<colortype::Gray8>(side as u32, side as u32, &page)
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_long_time_lapse_is_segmented_frame_by_frame_in_bounded_memory() {
+    let d = scratch("timelapse");
+    let (short, long) = (d.join("short.tif"), d.join("long.tif"));
+    write_time_lapse(&short, 6);
+    write_time_lapse(&long, 60);
+    let run = |input: &Path| {
+        let (status, kb) = peak_rss_kb(&[
+            "segment",
+            s(input),
+            "--model",
+            s(&model()),
+            "--diameter",
+            "18",
+            "--csv",
+            "--threads",
+            "1",
+        ]);
+        assert!(status.success(), "{}", input.display());
+        kb
+    };
+    let (a, b) = (run(&short), run(&long));
+    // Before frames were streamed, each 240×240 frame kept ~1.2 MB (its pixels, labels,
+    // flows and probabilities) until the end: +60 MB for 54 more frames.
+    assert!(
+        (b as f64) <= 1.2 * a as f64,
+        "peak RSS {b} kB for 60 frames against {a} kB for 6"
+    );
+    let pages = read_tiff_pages(&d.join("long_cp_masks.tif"));
+    assert_eq!(pages.len(), 60);
+    assert!(pages.iter().all(|p| p.3.iter().any(|&l| l > 0)));
+    let csv = std::fs::read_to_string(d.join("long_cp.csv")).unwrap();
+    assert!(csv.lines().any(|l| l.starts_with("60,")));
+    // Results take their names only when complete: no partial files are left.
+    assert!(std::fs::read_dir(&d).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".partial")
+    }));
+}
+
+#[test]
+fn imagej_hyperstack_axes_decide_channels_and_z_planes() {
+    let d = scratch("hyperstack");
+    let stack = case("zcyx_hyperstack.tif");
+    // Z = 6 × C = 2: a 6-plane volume whose planes have two channels, not 12 planes.
+    let o = cellpose(&[
+        "segment",
+        s(&stack),
+        "--do-3d",
+        "--channels",
+        "1,0",
+        "--out",
+        s(&d),
+    ]);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("3 objects in a 6-plane volume"), "{out}");
+    assert!(
+        err.contains("2 channels × 6 Z-planes × 1 time point"),
+        "{err}"
+    );
+    assert_eq!(
+        read_tiff_pages(&d.join("zcyx_hyperstack_cp_masks.tif")).len(),
+        6
+    );
+    // In 2D, the six Z-planes are the frames (each with its two channels).
+    let o = cellpose(&["segment", s(&stack), "--channels", "1,0", "--out", s(&d)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains(" in 6 frames"),
+        "{}",
+        text(&o.stdout)
+    );
+    // Channel 2 is the texture: asking for colour 3 names the two channels there are.
+    let o = cellpose(&["segment", s(&stack), "--channels", "3,0", "--out", s(&d)]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("2 colour channels"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn pages_without_axes_metadata_are_read_as_frames_and_the_run_says_so() {
+    let d = scratch("assumed_axes");
+    let stack = d.join("pages.tif");
+    write_time_lapse(&stack, 3);
+    let o = cellpose(&[
+        "segment",
+        s(&stack),
+        "--diameter",
+        "18",
+        "--model",
+        s(&model()),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(err.contains("3 planes with no axes metadata"), "{err}");
+    assert!(err.contains("read as 3 frames"), "{err}");
+}
+
+#[test]
+fn planar_tiffs_are_read_as_colours_or_as_the_planes_of_a_stack() {
+    let d = scratch("planar");
+    let o = cellpose(&[
+        "segment",
+        s(&case("rgb_planar.tif")),
+        s(&case("rgb_contig.tif")),
+        s(&case("zstack4_default_write.tif")),
+        "--out",
+        s(&d),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let planar = read_tiff_pages(&d.join("rgb_planar_cp_masks.tif"));
+    let contig = read_tiff_pages(&d.join("rgb_contig_cp_masks.tif"));
+    assert_eq!(
+        planar, contig,
+        "an RGB image gives one result whatever its sample layout"
+    );
+    assert!(planar[0].3.iter().any(|&l| l > 0));
+    // tifffile's default for a small stack: one page of 4 planar samples (RGB + alpha).
+    assert_eq!(
+        read_tiff_pages(&d.join("zstack4_default_write_cp_masks.tif")).len(),
+        4
+    );
+    assert!(
+        text(&o.stderr).contains("read as planes of a stack"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn two_inputs_that_would_write_the_same_results_are_refused_before_any_work() {
+    let d = scratch("same_stem");
+    let o = cellpose(&[
+        "segment",
+        s(&case("same_stem/well1/A01.png")),
+        s(&case("same_stem/well2/A01.png")),
+        "--out",
+        s(&d),
+        "--csv",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("would both write") && err.contains("A01_cp_masks.tif"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "nothing written");
+    // The same file named twice is segmented once; separate folders are fine.
+    let o = cellpose(&[
+        "segment",
+        s(&case("same_stem/well1/A01.png")),
+        s(&case("same_stem/well1")),
+        "--out",
+        s(&d),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("segmented 1 image"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+#[test]
+fn masks_removed_by_the_size_rule_are_counted_and_the_rule_can_be_changed() {
+    let d = scratch("big_object");
+    let img = case("nucleus_tight_49pct.png");
+    let o = cellpose(&["segment", s(&img), "--out", s(&d)]);
+    let out = text(&o.stdout);
+    assert!(o.status.success());
+    assert!(
+        out.contains("0 objects")
+            && out.contains("removed 1 larger than 40 % of the frame (--max-size-fraction)"),
+        "{out}"
+    );
+    let o = cellpose(&[
+        "segment",
+        s(&img),
+        "--out",
+        s(&d),
+        "--max-size-fraction",
+        "0.9",
+    ]);
+    assert!(
+        text(&o.stdout).contains(": 1 objects"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = cellpose(&[
+        "segment",
+        s(&img),
+        "--out",
+        s(&d),
+        "--max-size-fraction",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("--max-size-fraction"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn a_sparse_field_is_scaled_to_its_maximum_with_a_warning_and_percentiles_are_options() {
+    // A 96×96 corner of a real image (a few nuclei) in a 1000×1000 frame of its darkest
+    // value: under 1 % of the pixels, so the 1st and 99th percentiles are both background.
+    let d = scratch("sparse");
+    let (w, _, _, px) = read_png(&data("dsb_04acab7636c4cf61_img.png"));
+    let c = 96;
+    let corner: Vec<u8> = (0..c * c).map(|i| px[(i / c) * w + i % c] as u8).collect();
+    let dark = *corner.iter().min().unwrap();
+    let side = 1000;
+    let mut field = vec![dark; side * side];
+    let (y0, x0) = (600, 300);
+    for y in 0..c {
+        field[(y0 + y) * side + x0..(y0 + y) * side + x0 + c]
+            .copy_from_slice(&corner[y * c..(y + 1) * c]);
+    }
+    let write = |path: &Path, w: usize, h: usize, px: &[u8]| {
+        let mut f = BufWriter::new(File::create(path).unwrap());
+        TiffEncoder::new(&mut f)
+            .unwrap()
+            .write_image::<colortype::Gray8>(w as u32, h as u32, px)
+            .unwrap();
+    };
+    let (alone, sparse) = (d.join("corner.tif"), d.join("sparse.tif"));
+    write(&alone, c, c, &corner);
+    write(&sparse, side, side, &field);
+    let count = |img: &Path| -> (usize, String) {
+        let o = cellpose(&["segment", s(img), "--diameter", "17", "--out", s(&d)]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let stem = img.file_stem().unwrap().to_str().unwrap();
+        let labels = &read_tiff_pages(&d.join(format!("{stem}_cp_masks.tif")))[0].3;
+        (*labels.iter().max().unwrap() as usize, text(&o.stderr))
+    };
+    let (n_alone, quiet) = count(&alone);
+    let (n_sparse, err) = count(&sparse);
+    assert!(
+        n_alone >= 2 && !quiet.contains("percentiles were equal"),
+        "{n_alone}: {quiet}"
+    );
+    assert!(
+        err.contains("percentiles were equal") && err.contains("--norm-percentile"),
+        "{err}"
+    );
+    assert!(
+        n_sparse + 1 >= n_alone,
+        "{n_sparse} nuclei in the sparse field, {n_alone} alone"
+    );
+    // The percentiles are options, checked like the other parameters.
+    let o = cellpose(&[
+        "segment",
+        s(&sparse),
+        "--norm-percentile",
+        "99",
+        "1",
+        "--out",
+        s(&d),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("--norm-percentile"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn eval_aji_pairs_objects_as_the_reference_does() {
+    let o = cellpose(&["eval", s(&case("aji/gt")), s(&case("aji/pred"))]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // cellpose 3.1.1.3 `metrics.aggregated_jaccard_index` on these files: 0.39157.
+    assert!(text(&o.stdout).contains("AJI=0.392"), "{}", text(&o.stdout));
+}

@@ -89,6 +89,8 @@ pub(crate) unsafe fn view<'a>(frame: *const cp_frame) -> Result<ImageView<'a>, F
     let layout = match f.layout {
         CP_LAYOUT_PLANAR => ChannelLayout::Planar,
         CP_LAYOUT_INTERLEAVED => ChannelLayout::Interleaved,
+        // One channel has no layout: the header says the field is ignored then.
+        _ if f.channels == 1 => ChannelLayout::Planar,
         v => return Err(unknown("layout", v, "cp_channel_layout (0 or 1)")),
     };
     if f.data.is_null() {

@@ -301,6 +301,11 @@ pub unsafe extern "C" fn cp_session_segment(
     guard("cp_session_segment", || {
         // SAFETY: forwarded from the caller.
         let s = unsafe { live(session) }?;
+        // Whatever happens below, the previous frame's results are no longer the current
+        // ones: a frame refused for a bad argument must not leave them readable as if they
+        // belonged to it (the header promises CP_ERR_NO_RESULT after a failed frame).
+        s.has_result = false;
+        s.objects_ready = false;
         let zero = cp_output {
             struct_size: 0,
             labels: std::ptr::null_mut(),

@@ -184,6 +184,8 @@ unsafe fn view<'a>(volume: *const cp_volume) -> Result<VolumeView<'a>, Failure> 
     let layout = match v.layout {
         CP_LAYOUT_PLANAR => ChannelLayout::Planar,
         CP_LAYOUT_INTERLEAVED => ChannelLayout::Interleaved,
+        // One channel has no layout: the header says the field is ignored then.
+        _ if v.channels == 1 => ChannelLayout::Planar,
         l => return Err(unknown("layout", l, "cp_channel_layout (0 or 1)")),
     };
     if v.data.is_null() {
@@ -334,6 +336,10 @@ pub unsafe extern "C" fn cp_session_segment_volume(
     guard("cp_session_segment_volume", || {
         // SAFETY: forwarded from the caller.
         let s = unsafe { session::live(session) }?;
+        // A volume call, refused or not, ends the availability of the last 2D frame's
+        // objects (as the header says of volumes).
+        s.has_result = false;
+        s.objects_ready = false;
         let zero = cp_volume_output {
             struct_size: 0,
             labels: std::ptr::null_mut(),

@@ -335,7 +335,7 @@ static void frames_are_checked_before_any_pixel_is_read(void) {
   EXPECT_STATUS(cp_session_segment(s, &f, &out), CP_ERR_NULL_POINTER);
   f = good; f.pixel_type = 3;
   EXPECT_STATUS(cp_session_segment(s, &f, &out), CP_ERR_UNKNOWN_ENUM);
-  f = good; f.layout = 2;
+  f = good; f.channels = 2; f.layout = 2;
   EXPECT_STATUS(cp_session_segment(s, &f, &out), CP_ERR_UNKNOWN_ENUM);
   f = good; f.width = 0;
   EXPECT_STATUS(cp_session_segment(s, &f, &out), CP_ERR_INVALID_ARGUMENT);
@@ -441,6 +441,37 @@ static cp_volume_output volume_output(void *labels, size_t n, cp_label_type type
   return o;
 }
 
+/* The header: `layout` is ignored for one channel (any value, even one that is not a
+   cp_channel_layout); with two channels an unknown layout is refused. */
+static void one_channel_frames_ignore_the_layout(void) {
+  current = "one_channel_frames_ignore_the_layout";
+  cp_model *m = load_model();
+  cp_session *s = new_session(m, 1);
+  enum { W = 40, H = 36 };
+  static uint8_t pixels[2 * W * H];
+  static uint32_t labels[W * H];
+  cp_frame f = {.struct_size = sizeof(cp_frame), .data = pixels, .data_len = W * H,
+                .row_stride = W, .width = W, .height = H, .pixel_type = CP_PIXEL_U8,
+                .channels = 1, .layout = 7};
+  cp_output out = labels_output(labels, W * H);
+  EXPECT_STATUS(cp_session_segment(s, &f, &out), CP_OK);
+  f.layout = CP_LAYOUT_INTERLEAVED;
+  EXPECT_STATUS(cp_session_segment(s, &f, &out), CP_OK);
+  f.channels = 2; f.layout = 7; f.data_len = sizeof pixels;
+  EXPECT_STATUS(cp_session_segment(s, &f, &out), CP_ERR_UNKNOWN_ENUM);
+  enum { D = 4 };
+  static uint8_t voxels[D * W * H];
+  cp_volume v = volume_of(voxels, sizeof voxels, D, H, W, CP_PIXEL_U8, 1);
+  v.layout = 7;
+  static uint32_t vlabels[D * W * H];
+  cp_volume_output vo = volume_output(vlabels, D * W * H, CP_LABELS_U32);
+  cp_volume_options opts;
+  cp_volume_options_init(&opts, sizeof opts);
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &vo), CP_OK);
+  cp_session_free(s);
+  release_model(m);
+}
+
 static void volumes_are_checked_before_any_voxel_is_read(void) {
   current = "volumes_are_checked_before_any_voxel_is_read";
   cp_model *m = load_model();
@@ -469,7 +500,7 @@ static void volumes_are_checked_before_any_voxel_is_read(void) {
   EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_NULL_POINTER);
   v = good; v.pixel_type = 3;
   EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_UNKNOWN_ENUM);
-  v = good; v.layout = 2;
+  v = good; v.channels = 2; v.layout = 2;
   EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_UNKNOWN_ENUM);
   v = good; v.depth = 0;
   EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &out), CP_ERR_INVALID_ARGUMENT);
@@ -728,6 +759,42 @@ static void pixel_types_strides_and_layouts_give_identical_labels(void) {
   cp_session_free(s);
   release_model(m);
   free(img.pixels);
+}
+
+/* After a frame that failed (here: a labels buffer one element short), the previous frame's
+   objects must not be returned as the current ones: the header promises CP_ERR_NO_RESULT. */
+static void a_failed_frame_leaves_no_stale_objects(void) {
+  current = "a_failed_frame_leaves_no_stale_objects";
+  gray_image img = load_png(image_a);
+  size_t n = (size_t)img.width * img.height;
+  cp_model *m = load_model();
+  cp_session *s = new_session(m, 1);
+  uint32_t *labels = malloc(n * sizeof *labels);
+  cp_frame f = frame_of(&img);
+  cp_output o = labels_output(labels, n);
+  EXPECT_STATUS(cp_session_segment(s, &f, &o), CP_OK);
+  size_t count = 0;
+  EXPECT_STATUS(cp_session_objects(s, NULL, 0, sizeof(cp_object), &count), CP_OK);
+  EXPECT(count == o.n_objects && count > 0);
+  o = labels_output(labels, n - 1);
+  EXPECT_STATUS(cp_session_segment(s, &f, &o), CP_ERR_BUFFER_TOO_SMALL);
+  count = 99;
+  EXPECT_STATUS(cp_session_objects(s, NULL, 0, sizeof(cp_object), &count), CP_ERR_NO_RESULT);
+  /* Refused before any pixel is read (unknown pixel type): also no stale result. */
+  o = labels_output(labels, n);
+  EXPECT_STATUS(cp_session_segment(s, &f, &o), CP_OK);
+  cp_frame bad = f;
+  bad.pixel_type = 9;
+  EXPECT_STATUS(cp_session_segment(s, &bad, &o), CP_ERR_UNKNOWN_ENUM);
+  EXPECT_STATUS(cp_session_objects(s, NULL, 0, sizeof(cp_object), &count), CP_ERR_NO_RESULT);
+  /* The next good frame makes its objects readable again. */
+  EXPECT_STATUS(cp_session_segment(s, &f, &o), CP_OK);
+  EXPECT_STATUS(cp_session_objects(s, NULL, 0, sizeof(cp_object), &count), CP_OK);
+  EXPECT(count == o.n_objects);
+  free(labels);
+  free(img.pixels);
+  cp_session_free(s);
+  release_model(m);
 }
 
 static void prepared_sessions_and_freed_models_give_the_same_labels(void) {
@@ -996,11 +1063,13 @@ int main(int argc, char **argv) {
     model_info_respects_struct_size();
     options_reject_bad_values();
     frames_are_checked_before_any_pixel_is_read();
+    one_channel_frames_ignore_the_layout();
     outputs_are_checked_and_left_unwritten_on_error();
     volumes_are_checked_before_any_voxel_is_read();
     log_callback_receives_records_until_turned_off();
   } else if (strcmp(group, "segment") == 0) {
     real_image_is_segmented_into_consistent_outputs();
+    a_failed_frame_leaves_no_stale_objects();
     pixel_types_strides_and_layouts_give_identical_labels();
     prepared_sessions_and_freed_models_give_the_same_labels();
   } else if (strcmp(group, "volume") == 0) {

@@ -175,6 +175,18 @@ impl ImageFile {
     }
 }
 
+impl AxesFrom {
+    /// The metadata's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            AxesFrom::Single => "single image",
+            AxesFrom::ImageJ => "ImageJ",
+            AxesFrom::Ome => "OME",
+            AxesFrom::Assumed => "assumed",
+        }
+    }
+}
+
 impl Axes {
     fn single() -> Axes {
         Axes {

@@ -322,8 +322,8 @@ fn segment_file(
         ));
     } else if axes.slices > 1 {
         notes.push(format!(
-            "axes from the {:?} metadata: {}; each Z-plane is segmented as a 2D frame (--do-3d segments them as a volume)",
-            axes.from,
+            "axes from the {} metadata: {}; each Z-plane is segmented as a 2D frame (--do-3d segments them as a volume)",
+            axes.from.name(),
             axes.describe()
         ));
     }

@@ -29,18 +29,18 @@ pub fn segment_volume_file(
             axes.slices
         )),
         AxesFrom::ImageJ | AxesFrom::Ome => notes.push(format!(
-            "axes from the {:?} metadata: {}",
-            axes.from,
+            "axes from the {} metadata: {}",
+            axes.from.name(),
             axes.describe()
         )),
         AxesFrom::Single => {}
     }
     if axes.frames > 1 {
         bail!(
-            "--do-3d: the file holds {} ({:?} metadata); segment one time point at a time \
+            "--do-3d: the file holds {} ({} metadata); segment one time point at a time \
              (a volume is the Z-planes of one time point)",
             axes.describe(),
-            axes.from
+            axes.from.name()
         );
     }
     let (stem, dir) = stem_and_dir(path, out_dir)?;

@@ -1407,3 +1407,81 @@ fn eval_aji_pairs_objects_as_the_reference_does() {
     // cellpose 3.1.1.3 `metrics.aggregated_jaccard_index` on these files: 0.39157.
     assert!(text(&o.stdout).contains("AJI=0.392"), "{}", text(&o.stdout));
 }
+
+#[test]
+fn ome_tiff_axes_decide_channels_and_z_planes() {
+    // An OME-TIFF of 2 channels × 3 Z-planes, pages in XYCZT order (channel fastest):
+    // nuclei in channel 1, an empty channel 2.
+    let d = scratch("ome");
+    let (w, _, _, px) = read_png(&data("dsb_04acab7636c4cf61_img.png"));
+    let side = 128;
+    let nuclei: Vec<u8> = (0..side * side)
+        .map(|i| px[(i / side) * w + i % side] as u8)
+        .collect();
+    let empty = vec![0u8; side * side];
+    let desc = format!(
+        "<?xml version=\"1.0\"?><OME xmlns=\"http://www.openmicroscopy.org/Schemas/OME/2016-06\">\
+         <Image ID=\"Image:0\"><Pixels ID=\"Pixels:0\" DimensionOrder=\"XYCZT\" Type=\"uint8\" \
+         SizeX=\"{side}\" SizeY=\"{side}\" SizeC=\"2\" SizeZ=\"3\" SizeT=\"1\"></Pixels></Image></OME>"
+    );
+    let path = d.join("stack.ome.tif");
+    {
+        let mut f = BufWriter::new(File::create(&path).unwrap());
+        let mut enc = TiffEncoder::new(&mut f).unwrap();
+        for page in 0..6 {
+            let mut image = enc
+                .new_image::<colortype::Gray8>(side as u32, side as u32)
+                .unwrap();
+            if page == 0 {
+                image
+                    .encoder()
+                    .write_tag(tiff::tags::Tag::ImageDescription, desc.as_str())
+                    .unwrap();
+            }
+            image
+                .write_data(if page % 2 == 0 { &nuclei } else { &empty })
+                .unwrap();
+        }
+    }
+    let o = cellpose(&[
+        "segment",
+        s(&path),
+        "--channels",
+        "1,0",
+        "--diameter",
+        "17",
+        "--out",
+        s(&d),
+    ]);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains(" in 3 frames"), "{out}");
+    assert!(
+        err.contains("OME metadata: 2 channels × 3 Z-planes × 1 time point"),
+        "{err}"
+    );
+    let pages = read_tiff_pages(&d.join("stack.ome_cp_masks.tif"));
+    assert_eq!(pages.len(), 3);
+    assert!(
+        pages
+            .iter()
+            .all(|p| p.3 == pages[0].3 && p.3.iter().any(|&l| l > 0))
+    );
+    let o = cellpose(&[
+        "segment",
+        s(&path),
+        "--channels",
+        "1,0",
+        "--diameter",
+        "17",
+        "--do-3d",
+        "--out",
+        s(&d),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("in a 3-plane volume"),
+        "{}",
+        text(&o.stdout)
+    );
+}

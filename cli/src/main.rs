@@ -15,6 +15,7 @@ mod model_path;
 mod output;
 mod segment;
 mod volume;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,7 +44,10 @@ struct Cli {
 enum Command {
     /// Segment images: files or folders of PNG and TIFF (multi-page TIFF = frames, or one
     /// z-stack with --do-3d).
-    Segment(segment::SegmentArgs),
+    Segment(segment::SegmentCommand),
+    /// Segment every image written into a folder as it arrives (an acquisition's output
+    /// folder), with the options of `segment`; Ctrl-C stops after the current image.
+    Watch(watch::WatchCommand),
     /// Score predicted label images against ground truth (AP at IoU 0.5/0.75/0.9, AJI).
     Eval {
         /// Folder with ground-truth label images `NAME_masks.{png,tif,tiff}`.
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Segment(args) => segment::run(args),
+        Command::Watch(args) => watch::run(args),
         Command::Eval { gt_dir, pred_dir } => eval::run(&gt_dir, &pred_dir),
         Command::Info { model } => info::run(&model),
     };

@@ -146,10 +146,11 @@ pub fn write_label_tiff(path: &Path, pages: &[LabelPage]) -> Result<()> {
     w.finish().map(|_| ())
 }
 
-/// Writes an RGB8 picture as PNG.
+/// Writes an RGB8 picture as PNG (under a temporary name, renamed when complete).
 pub fn write_rgb_png(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Result<()> {
     let err = || format!("cannot write {}", path.display());
-    let mut w = create(path)?;
+    let partial = partial_path(path);
+    let mut w = create(&partial)?;
     {
         let mut enc = png::Encoder::new(&mut w, width as u32, height as u32);
         enc.set_color(png::ColorType::Rgb);
@@ -158,7 +159,10 @@ pub fn write_rgb_png(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Re
         wr.write_image_data(rgb).with_context(err)?;
         wr.finish().with_context(err)?;
     }
-    w.flush().with_context(err)
+    w.flush().with_context(err)?;
+    drop(w);
+    // Renamed into place when complete, as the label images.
+    std::fs::rename(&partial, path).with_context(err)
 }
 
 /// Header of the object table.

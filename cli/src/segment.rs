@@ -24,16 +24,23 @@ const IMAGE_EXTENSIONS: [&str; 3] = ["png", "tif", "tiff"];
 const SKIPPED_STEM_ENDINGS: [&str; 4] = ["_masks", "_cp_outlines", "_cp_flows", "_outlines"];
 
 #[derive(Args)]
-pub struct SegmentArgs {
+pub struct SegmentCommand {
     /// Image files (PNG, TIFF; multi-page TIFF = frames) or folders of them.
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    args: SegmentArgs,
+}
+
+/// The options of `segment` and `watch`.
+#[derive(Args)]
+pub struct SegmentArgs {
     /// Folder for the results (created if missing) [default: beside each image]. Results
     /// are named after the input without its extension (`NAME_cp_masks.tif`, …); a result
     /// of that name from an earlier run is replaced, and two inputs of this run that would
     /// write the same result are refused before anything is segmented.
     #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// ONNX model file [default: $CELLPOSE_MODEL, or the shipped models/nuclei_light_int8.onnx].
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
@@ -245,7 +252,7 @@ fn one_result_per_input(items: Vec<Input>, out: Option<&Path>) -> Result<Vec<Inp
     ))
 }
 
-fn is_image_name(p: &Path) -> bool {
+pub(crate) fn is_image_name(p: &Path) -> bool {
     let ext_ok = p
         .extension()
         .and_then(|e| e.to_str())
@@ -614,17 +621,10 @@ fn build_engine(args: &SegmentArgs) -> Result<(Engine, PathBuf), Fatal> {
     Ok((engine, model_file))
 }
 
-pub fn run(args: SegmentArgs) -> Result<u8, Fatal> {
-    let (mut engine, model_file) = build_engine(&args)?;
-    if let Some(d) = &args.out {
-        std::fs::create_dir_all(d).map_err(|e| {
-            Fatal::new(
-                EXIT_SOME_FAILED,
-                format!("{}: cannot create output folder: {e}", d.display()),
-            )
-        })?;
-    }
-    let items = expand_inputs(&args.inputs);
+pub fn run(cmd: SegmentCommand) -> Result<u8, Fatal> {
+    let args = cmd.args;
+    let mut run = Run::start(&args)?;
+    let items = expand_inputs(&cmd.inputs);
     let items = one_result_per_input(items, args.out.as_deref())?;
     let pb = ProgressBar::new(items.len() as u64);
     pb.set_style(
@@ -633,78 +633,133 @@ pub fn run(args: SegmentArgs) -> Result<u8, Fatal> {
     );
     eprintln!(
         "model {} (diameter {} px), {} input{}",
-        model_file.display(),
-        engine.model().info().diam_mean,
+        run.model_file.display(),
+        run.engine.model().info().diam_mean,
         items.len(),
         if items.len() == 1 { "" } else { "s" }
     );
-    let start = Instant::now();
-    let (mut ok, mut failed, mut frames, mut objects) = (0usize, 0usize, 0usize, 0u64);
     for item in &items {
-        let path = match item {
-            Ok(p) => p,
+        match item {
+            Ok(p) => {
+                pb.set_message(p.display().to_string());
+                let report = run.one(p);
+                pb.suspend(report);
+            }
             Err((p, msg)) => {
                 pb.suspend(|| eprintln!("error: {}: {msg}", p.display()));
-                failed += 1;
-                pb.inc(1);
-                continue;
-            }
-        };
-        pb.set_message(path.display().to_string());
-        let t = Instant::now();
-        let done = match &mut engine {
-            Engine::Frames(seg) => segment_file(path, args.out.as_deref(), seg, &args),
-            Engine::Volumes(seg) => {
-                segment_volume_file(path, args.out.as_deref(), seg, args.channels, args.outlines)
-            }
-        };
-        match done {
-            Ok(d) => {
-                ok += 1;
-                frames += d.frames;
-                objects += d.objects;
-                pb.suspend(|| {
-                    for note in &d.notes {
-                        eprintln!("note: {}: {note}", path.display());
-                    }
-                    say!(
-                        "{}: {} objects{}, diameter {} px, {:.2} s -> {}{}",
-                        path.display(),
-                        d.objects,
-                        match &d.volume {
-                            Some(how) => format!(" in a {}-plane volume ({how})", d.frames),
-                            None if d.frames > 1 => format!(" in {} frames", d.frames),
-                            None => String::new(),
-                        },
-                        diameter_range(&d.diameters),
-                        t.elapsed().as_secs_f64(),
-                        d.masks.display(),
-                        removed(&d.dropped, engine.params())
-                    )
-                });
-            }
-            Err(e) => {
-                failed += 1;
-                pb.suspend(|| eprintln!("error: {}: {}", path.display(), one_line(&e)));
+                run.failed += 1;
             }
         }
         pb.inc(1);
     }
     pb.finish_and_clear();
-    let secs = start.elapsed().as_secs_f64();
-    say!(
-        "segmented {ok} image{} ({frames} frame{}), {objects} objects, {:.2} s per image, {:.1} s in all{}",
-        if ok == 1 { "" } else { "s" },
-        if frames == 1 { "" } else { "s" },
-        if ok > 0 { secs / ok as f64 } else { 0.0 },
-        secs,
-        if failed > 0 {
-            format!("; {failed} failed")
-        } else {
-            String::new()
+    Ok(run.finish())
+}
+
+/// A run of `segment` or `watch`: the engine, and the counts for the summary line.
+pub(crate) struct Run<'a> {
+    args: &'a SegmentArgs,
+    engine: Engine,
+    pub model_file: PathBuf,
+    start: Instant,
+    pub ok: usize,
+    pub failed: usize,
+    frames: usize,
+    objects: u64,
+}
+
+impl<'a> Run<'a> {
+    /// Loads the model and checks the options (the output folder is created).
+    pub fn start(args: &'a SegmentArgs) -> Result<Run<'a>, Fatal> {
+        let (engine, model_file) = build_engine(args)?;
+        if let Some(d) = &args.out {
+            std::fs::create_dir_all(d).map_err(|e| {
+                Fatal::new(
+                    EXIT_SOME_FAILED,
+                    format!("{}: cannot create output folder: {e}", d.display()),
+                )
+            })?;
         }
-    );
-    Ok(if failed > 0 { EXIT_SOME_FAILED } else { 0 })
+        Ok(Run {
+            args,
+            engine,
+            model_file,
+            start: Instant::now(),
+            ok: 0,
+            failed: 0,
+            frames: 0,
+            objects: 0,
+        })
+    }
+
+    /// Segments one image and writes its results; returns what to print about it (one line
+    /// on standard output, or an error line, with notes before), for the caller to print
+    /// when its progress display allows.
+    pub fn one(&mut self, path: &Path) -> impl FnOnce() + use<> {
+        let args = self.args;
+        let t = Instant::now();
+        let done = match &mut self.engine {
+            Engine::Frames(seg) => segment_file(path, args.out.as_deref(), seg, args),
+            Engine::Volumes(seg) => {
+                segment_volume_file(path, args.out.as_deref(), seg, args.channels, args.outlines)
+            }
+        };
+        let path = path.to_path_buf();
+        let report: Box<dyn FnOnce()> = match done {
+            Ok(d) => {
+                self.ok += 1;
+                self.frames += d.frames;
+                self.objects += d.objects;
+                let line = format!(
+                    "{}: {} objects{}, diameter {} px, {:.2} s -> {}{}",
+                    path.display(),
+                    d.objects,
+                    match &d.volume {
+                        Some(how) => format!(" in a {}-plane volume ({how})", d.frames),
+                        None if d.frames > 1 => format!(" in {} frames", d.frames),
+                        None => String::new(),
+                    },
+                    diameter_range(&d.diameters),
+                    t.elapsed().as_secs_f64(),
+                    d.masks.display(),
+                    removed(&d.dropped, self.engine.params())
+                );
+                Box::new(move || {
+                    for note in &d.notes {
+                        eprintln!("note: {}: {note}", path.display());
+                    }
+                    say!("{line}");
+                })
+            }
+            Err(e) => {
+                self.failed += 1;
+                let line = format!("error: {}: {}", path.display(), one_line(&e));
+                Box::new(move || eprintln!("{line}"))
+            }
+        };
+        report
+    }
+
+    /// Prints the summary line and returns the exit status.
+    pub fn finish(self) -> u8 {
+        let secs = self.start.elapsed().as_secs_f64();
+        let (ok, failed) = (self.ok, self.failed);
+        say!(
+            "segmented {ok} image{} ({} frame{}), {} objects, {:.2} s per image, {:.1} s in all{}",
+            if ok == 1 { "" } else { "s" },
+            self.frames,
+            if self.frames == 1 { "" } else { "s" },
+            self.objects,
+            if ok > 0 { secs / ok as f64 } else { 0.0 },
+            secs,
+            if failed > 0 {
+                format!("; {failed} failed")
+            } else {
+                String::new()
+            }
+        );
+        if failed > 0 { EXIT_SOME_FAILED } else { 0 }
+    }
 }
 
 #[cfg(test)]

@@ -1485,3 +1485,209 @@ fn ome_tiff_axes_decide_channels_and_z_planes() {
         text(&o.stdout)
     );
 }
+
+// ---- cellpose watch (issue 18) ----
+
+/// A 128×128 crop of a real image as PNG bytes.
+fn crop_png_bytes() -> Vec<u8> {
+    let (w, _, _, px) = read_png(&data("dsb_04acab7636c4cf61_img.png"));
+    let side = 128;
+    let crop: Vec<u8> = (0..side * side)
+        .map(|i| px[(i / side) * w + i % side] as u8)
+        .collect();
+    let mut bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut bytes, side as u32, side as u32);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut wr = enc.write_header().unwrap();
+        wr.write_image_data(&crop).unwrap();
+    }
+    bytes
+}
+
+#[test]
+fn watch_segments_frames_written_slowly_once_each_and_a_restart_writes_nothing_new() {
+    use std::io::Write as _;
+    let d = scratch("watch");
+    let (inbox, out) = (d.join("inbox"), d.join("results"));
+    std::fs::create_dir_all(&inbox).unwrap();
+    let png_bytes = crop_png_bytes();
+    // The reference: the same crop segmented by `segment`.
+    let single = d.join("single.png");
+    std::fs::write(&single, &png_bytes).unwrap();
+    let o = cellpose(&[
+        "segment",
+        s(&single),
+        "--diameter",
+        "17",
+        "--model",
+        s(&model()),
+    ]);
+    assert!(o.status.success());
+    let want = read_tiff_pages(&d.join("single_cp_masks.tif"))[0].3.clone();
+    assert!(want.iter().any(|&l| l > 0));
+
+    let watcher = Command::new(env!("CARGO_BIN_EXE_cellpose"))
+        .args([
+            "watch",
+            s(&inbox),
+            "--out",
+            s(&out),
+            "--diameter",
+            "17",
+            "--model",
+            s(&model()),
+            "--settle",
+            "0.6",
+            "--stop-after-idle",
+            "3",
+            "--threads",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // 20 frames, each written in three chunks 150 ms apart (a slow writer), then a broken one.
+    for k in 0..20 {
+        let path = inbox.join(format!("frame{k:02}.png"));
+        let mut f = File::create(&path).unwrap();
+        for chunk in png_bytes.chunks(png_bytes.len().div_ceil(3)) {
+            f.write_all(chunk).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(150));
+        }
+    }
+    std::fs::write(
+        inbox.join("broken.png"),
+        b"\x89PNG\r\n\x1a\nnot really a PNG",
+    )
+    .unwrap();
+    let o = watcher.wait_with_output().unwrap();
+    let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "one image failed: {stderr}");
+    for k in 0..20 {
+        let masks = out.join(format!("frame{k:02}_cp_masks.tif"));
+        let pages = read_tiff_pages(&masks);
+        assert_eq!(pages[0].3, want, "frame {k}: not the full image's result");
+    }
+    assert_eq!(stdout.matches(" objects, diameter").count(), 20, "{stdout}");
+    assert!(
+        stderr.contains("error: ") && stderr.contains("broken.png"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("segmented 20 images") && stdout.contains("1 failed"),
+        "{stdout}"
+    );
+    // No partial results left behind.
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 20, "{names:?}");
+
+    // A restart takes nothing new (the broken image is tried again, and fails again).
+    let before: Vec<_> = (0..20)
+        .map(|k| {
+            std::fs::metadata(out.join(format!("frame{k:02}_cp_masks.tif")))
+                .unwrap()
+                .modified()
+                .unwrap()
+        })
+        .collect();
+    let o = cellpose(&[
+        "watch",
+        s(&inbox),
+        "--out",
+        s(&out),
+        "--diameter",
+        "17",
+        "--model",
+        s(&model()),
+        "--settle",
+        "0.2",
+        "--stop-after-idle",
+        "0.5",
+    ]);
+    let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
+    assert!(stderr.contains("skipped 20 image(s)"), "{stderr}");
+    assert!(stdout.contains("segmented 0 images"), "{stdout}");
+    for (k, t) in before.iter().enumerate() {
+        let now = std::fs::metadata(out.join(format!("frame{k:02}_cp_masks.tif")))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(*t, now, "frame {k} rewritten");
+    }
+}
+
+#[test]
+fn watch_refuses_a_missing_folder() {
+    let o = cellpose(&["watch", "/nonexistent/folder", "--model", s(&model())]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("not a folder to watch"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn ctrl_c_lets_the_current_image_finish_and_stops_the_watch() {
+    let d = scratch("watch_ctrl_c");
+    let (inbox, out) = (d.join("inbox"), d.join("results"));
+    std::fs::create_dir_all(&inbox).unwrap();
+    let png_bytes = crop_png_bytes();
+    for k in 0..30 {
+        std::fs::write(inbox.join(format!("f{k:02}.png")), &png_bytes).unwrap();
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_cellpose"))
+        .args([
+            "watch",
+            s(&inbox),
+            "--out",
+            s(&out),
+            "--diameter",
+            "17",
+            "--model",
+            s(&model()),
+            "--settle",
+            "0",
+            "--threads",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the first result is there, Ctrl-C (SIGINT).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !out.join("f00_cp_masks.tif").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("stopped (Ctrl-C)"), "{stderr}");
+    let done = stdout.matches(" objects, diameter").count();
+    assert!(
+        (1..30).contains(&done),
+        "{done} images before the stop: {stdout}"
+    );
+    // Every result there is whole, and nothing is left half-written.
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), done, "{names:?}");
+    for n in &names {
+        assert!(!read_tiff_pages(&out.join(n)).is_empty(), "{n}");
+    }
+}

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod model;
 pub mod network;
 pub mod objects;
+pub mod outlines;
 pub mod params;
 pub mod preprocess;
 pub mod render;

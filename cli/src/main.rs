@@ -13,6 +13,7 @@ mod info;
 mod input;
 mod model_path;
 mod output;
+mod roi;
 mod segment;
 mod volume;
 mod watch;

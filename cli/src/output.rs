@@ -31,7 +31,7 @@ fn create_file(path: &Path) -> Result<File> {
 
 /// `DIR/.NAME.partial`: where a result is written before it takes its name, so that a
 /// reader never sees half a file and a failed run leaves no file under the result's name.
-fn partial_path(path: &Path) -> PathBuf {
+pub(crate) fn partial_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy())
@@ -144,6 +144,14 @@ pub fn write_label_tiff(path: &Path, pages: &[LabelPage]) -> Result<()> {
         w.write_page(LabelPage { ..*p })?;
     }
     w.finish().map(|_| ())
+}
+
+/// Writes `text` to `path` (under a temporary name, renamed when complete).
+pub fn write_text(path: &Path, text: &str) -> Result<()> {
+    let err = || format!("cannot write {}", path.display());
+    let partial = partial_path(path);
+    std::fs::write(&partial, text).with_context(err)?;
+    std::fs::rename(&partial, path).with_context(err)
 }
 
 /// Writes an RGB8 picture as PNG (under a temporary name, renamed when complete).

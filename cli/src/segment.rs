@@ -7,13 +7,14 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use cellpose::{
     Diameter, DroppedMasks, ImageView, Model, Normalization, Params, ParamsError, Segmentation,
-    Segmenter, VolumeParams, VolumeSegmenter, preprocess, render,
+    Segmenter, VolumeParams, VolumeSegmenter, outlines, preprocess, render,
 };
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::input::{AxesFrom, Frame, ImageFile};
-use crate::output::{CsvWriter, LabelPage, LabelTiffWriter, write_rgb_png};
+use crate::output::{CsvWriter, LabelPage, LabelTiffWriter, write_rgb_png, write_text};
+use crate::roi::{RoiSetWriter, outlines_text};
 use crate::volume::segment_volume_file;
 use crate::{EXIT_MODEL, EXIT_SOME_FAILED, EXIT_USAGE, Fatal, model_path, one_line};
 
@@ -97,6 +98,14 @@ pub struct SegmentArgs {
     /// Also write NAME_cp.csv: label, area, centroid, bounding box, mean intensity per object.
     #[arg(long)]
     csv: bool,
+    /// Also write NAME_rois.zip: an ImageJ ROI set (one polygon per object) for Fiji's ROI
+    /// Manager.
+    #[arg(long)]
+    save_rois: bool,
+    /// Also write NAME_cp_outlines.txt: the reference's outline text, one line `x1,y1,x2,y2,…`
+    /// of boundary pixels per object (per frame for a stack).
+    #[arg(long)]
+    save_outlines_txt: bool,
     /// Read each multi-page TIFF as one z-stack (one page per plane) and segment it as a
     /// volume: 3D flows, or per-plane 2D joined across planes with --stitch-threshold.
     #[arg(long = "do-3d")]
@@ -342,6 +351,12 @@ fn segment_file(
         true => Some(CsvWriter::create(&output_path(&dir, stem, "cp.csv", None))?),
         false => None,
     };
+    let mut rois = match args.save_rois {
+        true => Some(RoiSetWriter::create(&output_path(
+            &dir, stem, "rois.zip", None,
+        ))?),
+        false => None,
+    };
     let mut s = Segmentation::default();
     let (mut objects, mut dropped, mut flat) = (0u64, DroppedMasks::default(), 0usize);
     let mut diameters = Vec::with_capacity(n);
@@ -394,11 +409,23 @@ fn segment_file(
                 cellpose::object_summaries(&s.labels, frame.width, Some(&planes[..npix]));
             csv.write_frame(i + 1, &summaries)?;
         }
+        if let Some(rois) = &mut rois {
+            let polygons = outlines::outline_polygons(&s.labels, s.width, s.height);
+            rois.add(&polygons, (n > 1).then_some(i + 1))?;
+        }
+        if args.save_outlines_txt {
+            let pixels = outlines::outline_pixels(&s.labels, s.width, s.height);
+            let p = output_path(&dir, stem, "cp_outlines.txt", frame_tag);
+            write_text(&p, &outlines_text(&pixels))?;
+        }
         labels_out.write_page(LabelPage {
             width: s.width,
             height: s.height,
             labels: &s.labels,
         })?;
+    }
+    if let Some(rois) = rois {
+        rois.finish()?;
     }
     if flat > 0 {
         let (lo, hi) = seg.params().percentiles;
@@ -536,7 +563,12 @@ fn check_volume_flags(args: &SegmentArgs) -> Result<(), Fatal> {
         }
         return Ok(());
     }
-    for (given, flag) in [(args.flows, "--flows"), (args.csv, "--csv")] {
+    for (given, flag) in [
+        (args.flows, "--flows"),
+        (args.csv, "--csv"),
+        (args.save_rois, "--save-rois"),
+        (args.save_outlines_txt, "--save-outlines-txt"),
+    ] {
         if given {
             return usage(format!(
                 "{flag} is not available with --do-3d (volumes write labels and, with \

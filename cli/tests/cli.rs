@@ -1691,3 +1691,142 @@ fn ctrl_c_lets_the_current_image_finish_and_stops_the_watch() {
         assert!(!read_tiff_pages(&out.join(n)).is_empty(), "{n}");
     }
 }
+
+// ---- ImageJ ROI sets and outline text (issue 18) ----
+
+/// One polygon ROI read back from ImageJ's binary format (the format's public description:
+/// 64-byte big-endian header, then the x offsets, then the y offsets), with its name.
+fn decode_roi(b: &[u8]) -> (u8, Vec<(i64, i64)>, i32, String) {
+    assert_eq!(&b[0..4], b"Iout");
+    let i16_at = |at: usize| i16::from_be_bytes([b[at], b[at + 1]]) as i64;
+    let i32_at = |at: usize| i32::from_be_bytes(b[at..at + 4].try_into().unwrap());
+    let (kind, top, left, n) = (b[6], i16_at(8), i16_at(10), i16_at(16) as usize);
+    let points = (0..n)
+        .map(|i| (left + i16_at(64 + 2 * i), top + i16_at(64 + 2 * n + 2 * i)))
+        .collect();
+    let h2 = i32_at(60) as usize;
+    let (name_at, name_len) = (i32_at(h2 + 16) as usize, i32_at(h2 + 20) as usize);
+    let name: Vec<u16> = (0..name_len)
+        .map(|i| u16::from_be_bytes([b[name_at + 2 * i], b[name_at + 2 * i + 1]]))
+        .collect();
+    (kind, points, i32_at(56), String::from_utf16(&name).unwrap())
+}
+
+/// Whether pixel (x, y)'s centre is inside the polygon (even-odd rule).
+fn polygon_encloses(poly: &[(i64, i64)], x: usize, y: usize) -> bool {
+    let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
+    let mut inside = false;
+    for i in 0..poly.len() {
+        let (a, b) = (poly[i], poly[(i + 1) % poly.len()]);
+        let (ax, ay, bx, by) = (a.0 as f64, a.1 as f64, b.0 as f64, b.1 as f64);
+        if (ay > py) != (by > py) && px < ax + (py - ay) / (by - ay) * (bx - ax) {
+            inside = !inside;
+        }
+    }
+    inside
+}
+
+#[test]
+fn roi_sets_hold_one_polygon_per_object_enclosing_its_pixels() {
+    let d = scratch("rois");
+    let img = data("dsb_00071198d059ba7f_img.png");
+    let o = cellpose(&[
+        "segment",
+        s(&img),
+        "--out",
+        s(&d),
+        "--model",
+        s(&model()),
+        "--save-rois",
+        "--save-outlines-txt",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let pages = read_tiff_pages(&d.join("dsb_00071198d059ba7f_img_cp_masks.tif"));
+    let (w, h, _, labels) = &pages[0];
+    let n = *labels.iter().max().unwrap();
+    assert!(n > 10);
+    let mut zip =
+        zip::ZipArchive::new(File::open(d.join("dsb_00071198d059ba7f_img_rois.zip")).unwrap())
+            .unwrap();
+    assert_eq!(zip.len(), n as usize, "one ROI per object");
+    for i in 0..zip.len() {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut zip.by_index(i).unwrap(), &mut bytes).unwrap();
+        let (kind, poly, position, name) = decode_roi(&bytes);
+        assert_eq!((kind, position), (0, 0), "a polygon, no stack position");
+        let label: u32 = name.parse().unwrap();
+        let mut wrong = 0;
+        for y in 0..*h {
+            for x in 0..*w {
+                wrong += (polygon_encloses(&poly, x, y) != (labels[y * w + x] == label)) as usize;
+            }
+        }
+        assert_eq!(
+            wrong, 0,
+            "ROI {name} and label {label} differ at {wrong} pixels"
+        );
+    }
+    let txt = std::fs::read_to_string(d.join("dsb_00071198d059ba7f_img_cp_outlines.txt")).unwrap();
+    assert_eq!(
+        txt.lines().count(),
+        n as usize,
+        "one outline line per object"
+    );
+}
+
+#[test]
+fn outline_pixels_are_the_references_outlines_list() {
+    // cellpose 3.1.1.3 `utils.outlines_list` on a committed ground-truth label image.
+    let want = std::fs::read_to_string(
+        root().join("cli/tests/fixtures/reference_outlines_dsb_00071198d059ba7f_masks.txt"),
+    )
+    .unwrap();
+    let (w, h, _, px) = read_png(&data("dsb_00071198d059ba7f_masks.png"));
+    let labels: Vec<u32> = px.into_iter().map(u32::from).collect();
+    let ours = cellpose::outlines::outline_pixels(&labels, w, h);
+    let want: Vec<&str> = want.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(ours.len(), want.len());
+    for (o, line) in ours.iter().zip(want) {
+        let got: Vec<String> = o
+            .points
+            .iter()
+            .flat_map(|&(x, y)| [x.to_string(), y.to_string()])
+            .collect();
+        assert_eq!(got.join(","), line, "label {}", o.label);
+    }
+}
+
+#[test]
+fn stacks_get_one_roi_set_with_frame_positions() {
+    let d = scratch("rois_stack");
+    let stack = d.join("pages.tif");
+    write_time_lapse(&stack, 3);
+    let o = cellpose(&[
+        "segment",
+        s(&stack),
+        "--diameter",
+        "18",
+        "--model",
+        s(&model()),
+        "--save-rois",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let pages = read_tiff_pages(&d.join("pages_cp_masks.tif"));
+    let mut zip = zip::ZipArchive::new(File::open(d.join("pages_rois.zip")).unwrap()).unwrap();
+    let total: u32 = pages.iter().map(|p| *p.3.iter().max().unwrap()).sum();
+    assert_eq!(zip.len() as u32, total);
+    let mut per_frame = [0u32; 3];
+    for i in 0..zip.len() {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut zip.by_index(i).unwrap(), &mut bytes).unwrap();
+        let (_, _, position, name) = decode_roi(&bytes);
+        assert!(
+            name.starts_with(&format!("{position:03}-")),
+            "{name} at {position}"
+        );
+        per_frame[position as usize - 1] += 1;
+    }
+    for (f, p) in pages.iter().enumerate() {
+        assert_eq!(per_frame[f], *p.3.iter().max().unwrap(), "frame {}", f + 1);
+    }
+}

@@ -121,10 +121,21 @@ enum Source {
     },
 }
 
+/// The size of a pixel (and of a Z step) in micrometres, from a file's metadata.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PhysicalSize {
+    pub x_um: f64,
+    pub y_um: f64,
+    pub z_um: Option<f64>,
+}
+
 /// An image file opened for reading plane by plane (a long time-lapse is never held whole).
 pub struct ImageFile {
     source: Source,
     pub axes: Axes,
+    /// Pixel size from the metadata (OME `PhysicalSize*`, ImageJ `unit=`/`spacing=` with the
+    /// resolution tags, or the resolution tags in inches or centimetres), when it gives one.
+    pub physical: Option<PhysicalSize>,
     /// A line saying how the pages were read where that was a choice (a planar page split
     /// into planes, pages without axes metadata), for the caller to show.
     pub note: Option<String>,
@@ -137,6 +148,7 @@ impl ImageFile {
             (Format::Png, r) => Ok(ImageFile {
                 source: Source::Png(read_png(r)?),
                 axes: Axes::single(),
+                physical: None,
                 note: None,
             }),
             (Format::Tiff, r) => open_tiff(r),
@@ -329,12 +341,75 @@ fn axes_from_description(desc: &str, pages: usize) -> Option<Axes> {
     None
 }
 
+/// Micrometres in one `unit` (as ImageJ and OME spell them), if it is a length.
+fn micrometres_per(unit: &str) -> Option<f64> {
+    match unit.trim() {
+        "micron" | "microns" | "um" | "µm" | "\\u00B5m" | "micrometer" | "micrometre" => Some(1.0),
+        "nm" | "nanometer" | "nanometre" => Some(1e-3),
+        "mm" | "millimeter" | "millimetre" => Some(1e3),
+        "cm" | "centimeter" | "centimetre" => Some(1e4),
+        "m" | "meter" | "metre" => Some(1e6),
+        "inch" | "in" => Some(25_400.0),
+        _ => None,
+    }
+}
+
+/// The pixel size the first page's metadata gives, if any.
+fn physical_size(dec: &mut TiffDecoder<BufReader<File>>, desc: &str) -> Option<PhysicalSize> {
+    let positive = |v: f64| (v.is_finite() && v > 0.0).then_some(v);
+    if desc.contains("<OME") {
+        let um = |axis: &str| {
+            let v: f64 = ome_attribute(desc, &format!("PhysicalSize{axis}"))?
+                .parse()
+                .ok()?;
+            let unit = ome_attribute(desc, &format!("PhysicalSize{axis}Unit")).unwrap_or("µm");
+            positive(v * micrometres_per(unit)?)
+        };
+        return Some(PhysicalSize {
+            x_um: um("X")?,
+            y_um: um("Y")?,
+            z_um: um("Z"),
+        });
+    }
+    // Pixels per unit in the resolution tags.
+    let mut per_unit = |tag: Tag| match dec.get_tag(tag).ok()? {
+        tiff::decoder::ifd::Value::Rational(n, d) if n > 0 && d > 0 => Some(n as f64 / d as f64),
+        _ => None,
+    };
+    let (xres, yres) = (per_unit(Tag::XResolution)?, per_unit(Tag::YResolution)?);
+    let unit_um = if desc.starts_with("ImageJ=") {
+        let unit = desc.lines().find_map(|l| l.strip_prefix("unit="))?;
+        micrometres_per(unit)?
+    } else {
+        match dec
+            .find_tag_unsigned::<u16>(Tag::ResolutionUnit)
+            .ok()
+            .flatten()
+        {
+            Some(2) => 25_400.0,
+            Some(3) => 10_000.0,
+            _ => return None,
+        }
+    };
+    let z_um = desc
+        .lines()
+        .find_map(|l| l.strip_prefix("spacing="))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .and_then(|v| positive(v * unit_um));
+    Some(PhysicalSize {
+        x_um: positive(unit_um / xres)?,
+        y_um: positive(unit_um / yres)?,
+        z_um,
+    })
+}
+
 fn open_tiff(r: BufReader<File>) -> Result<ImageFile> {
     let mut dec = Box::new(TiffDecoder::new(r).context("cannot decode TIFF")?);
     let desc = match dec.get_tag(Tag::ImageDescription) {
         Ok(v) => v.into_string().unwrap_or_default(),
         Err(_) => String::new(),
     };
+    let physical = physical_size(&mut dec, &desc);
     // Every directory, and the sample planes of a planar one when they are planes of a stack.
     let mut pages = Vec::new();
     let mut split = None;
@@ -380,6 +455,7 @@ fn open_tiff(r: BufReader<File>) -> Result<ImageFile> {
     Ok(ImageFile {
         source: Source::Tiff { dec, pages },
         axes,
+        physical,
         note: (!notes.is_empty()).then(|| notes.join("; ")),
     })
 }

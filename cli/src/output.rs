@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use cellpose::ObjectSummary;
-use tiff::encoder::{TiffEncoder, colortype};
+use tiff::encoder::{Rational, TiffEncoder, colortype};
+use tiff::tags::{ResolutionUnit, Tag};
+
+use crate::input::PhysicalSize;
 
 /// Largest label a 16-bit label image holds; above it the file is written with 32 bits.
 pub const MAX_LABEL_16: u32 = u16::MAX as u32;
@@ -47,6 +50,7 @@ pub(crate) fn partial_path(path: &Path) -> PathBuf {
 pub struct LabelTiffWriter {
     path: PathBuf,
     partial: PathBuf,
+    meta: LabelMeta,
     /// Unbuffered: the encoder writes whole strips and directories, and with no buffer to
     /// flush at the end every write error surfaces where it happens.
     encoder: Option<TiffEncoder<File>>,
@@ -55,14 +59,110 @@ pub struct LabelTiffWriter {
     narrow: Vec<u16>,
 }
 
+/// What a label TIFF says about its pages: OME-XML axes (Z-planes × time points, in that
+/// order: the pages' order) and, when the input gave one, the physical pixel size (also as
+/// the TIFF resolution tags, for readers without OME).
+#[derive(Clone, Debug)]
+pub struct LabelMeta {
+    pub slices: usize,
+    pub frames: usize,
+    pub physical: Option<PhysicalSize>,
+}
+
+impl LabelMeta {
+    /// One 2D image, size unknown.
+    #[cfg(test)]
+    pub fn single() -> LabelMeta {
+        LabelMeta {
+            slices: 1,
+            frames: 1,
+            physical: None,
+        }
+    }
+
+    /// The OME-XML description of `width × height` pages of `uint16` (or `uint32` when
+    /// `wide`) labels.
+    fn ome_xml(&self, width: usize, height: usize, wide: bool) -> String {
+        let mut physical = String::new();
+        if let Some(p) = self.physical {
+            // In µm, OME's default unit: a TIFF description is ASCII, which "µm" is not.
+            let um = |v: f64| {
+                let s = format!("{v:.6}");
+                s.trim_end_matches('0').trim_end_matches('.').to_string()
+            };
+            physical = format!(
+                " PhysicalSizeX=\"{}\" PhysicalSizeY=\"{}\"",
+                um(p.x_um),
+                um(p.y_um)
+            );
+            if let Some(z) = p.z_um.filter(|_| self.slices > 1) {
+                physical.push_str(&format!(" PhysicalSizeZ=\"{}\"", um(z)));
+            }
+        }
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+             <OME xmlns=\"http://www.openmicroscopy.org/Schemas/OME/2016-06\" Creator=\"cellpose-rs {}\">\
+             <Image ID=\"Image:0\" Name=\"labels\"><Pixels ID=\"Pixels:0\" DimensionOrder=\"XYZCT\" \
+             Type=\"{}\" SizeX=\"{width}\" SizeY=\"{height}\" SizeZ=\"{}\" SizeC=\"1\" SizeT=\"{}\"{physical}>\
+             <Channel ID=\"Channel:0:0\" Name=\"labels\" SamplesPerPixel=\"1\"/>\
+             <TiffData IFD=\"0\" PlaneCount=\"{}\"/></Pixels></Image></OME>",
+            env!("CARGO_PKG_VERSION"),
+            if wide { "uint32" } else { "uint16" },
+            self.slices,
+            self.frames,
+            self.slices * self.frames
+        )
+    }
+}
+
+/// Pixels per centimetre as a TIFF rational, for a pixel of `um` micrometres.
+fn per_centimetre(um: f64) -> Rational {
+    let v = 1e4 / um;
+    let mut d = 1_000_000u32;
+    while d > 1 && v * d as f64 > u32::MAX as f64 / 2.0 {
+        d /= 10;
+    }
+    Rational {
+        n: (v * d as f64).round().clamp(1.0, u32::MAX as f64) as u32,
+        d,
+    }
+}
+
+/// Writes one label page with its tags: the OME-XML on the first page, the resolution
+/// tags on every page when the pixel size is known.
+fn write_labels<C>(
+    enc: &mut TiffEncoder<File>,
+    (width, height): (usize, usize),
+    data: &[C::Inner],
+    description: Option<&str>,
+    physical: Option<PhysicalSize>,
+) -> tiff::TiffResult<()>
+where
+    C: colortype::ColorType,
+    [C::Inner]: tiff::encoder::TiffValue,
+{
+    let mut image = enc.new_image::<C>(width as u32, height as u32)?;
+    if let Some(d) = description {
+        image.encoder().write_tag(Tag::ImageDescription, d)?;
+    }
+    if let Some(p) = physical {
+        let e = image.encoder();
+        e.write_tag(Tag::ResolutionUnit, ResolutionUnit::Centimeter.to_u16())?;
+        e.write_tag(Tag::XResolution, per_centimetre(p.x_um))?;
+        e.write_tag(Tag::YResolution, per_centimetre(p.y_um))?;
+    }
+    image.write_data(data)
+}
+
 impl LabelTiffWriter {
-    pub fn create(path: &Path) -> Result<LabelTiffWriter> {
+    pub fn create(path: &Path, meta: LabelMeta) -> Result<LabelTiffWriter> {
         let partial = partial_path(path);
         let encoder = TiffEncoder::new(create_file(&partial)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(LabelTiffWriter {
             path: path.to_path_buf(),
             partial,
+            meta,
             encoder: Some(encoder),
             wide: false,
             pages: 0,
@@ -78,14 +178,16 @@ impl LabelTiffWriter {
         }
         let err = || format!("cannot write {}", self.path.display());
         let enc = self.encoder.as_mut().expect("open until finish");
-        let (w, h) = (page.width as u32, page.height as u32);
+        let size = (page.width, page.height);
+        let xml = (self.pages == 0).then(|| self.meta.ome_xml(size.0, size.1, self.wide));
+        let physical = self.meta.physical;
         if self.wide {
-            enc.write_image::<colortype::Gray32>(w, h, page.labels)
+            write_labels::<colortype::Gray32>(enc, size, page.labels, xml.as_deref(), physical)
                 .with_context(err)?;
         } else {
             self.narrow.clear();
             self.narrow.extend(page.labels.iter().map(|&l| l as u16));
-            enc.write_image::<colortype::Gray16>(w, h, &self.narrow)
+            write_labels::<colortype::Gray16>(enc, size, &self.narrow, xml.as_deref(), physical)
                 .with_context(err)?;
         }
         self.pages += 1;
@@ -111,7 +213,15 @@ impl LabelTiffWriter {
                     tiff::decoder::DecodingResult::U16(v) => v.into_iter().map(u32::from).collect(),
                     _ => anyhow::bail!("page {} of the partial label file is not 16-bit", i + 1),
                 };
-                enc.write_image::<colortype::Gray32>(w, h, &labels)?;
+                let size = (w as usize, h as usize);
+                let xml = (i == 0).then(|| self.meta.ome_xml(size.0, size.1, true));
+                write_labels::<colortype::Gray32>(
+                    &mut enc,
+                    size,
+                    &labels,
+                    xml.as_deref(),
+                    self.meta.physical,
+                )?;
             }
         }
         std::fs::remove_file(&narrow)?;
@@ -138,8 +248,8 @@ impl Drop for LabelTiffWriter {
 
 /// Writes the label images as one TIFF page each: 16-bit unless a label exceeds 65,535,
 /// then 32-bit for every page (so a stack has one sample type).
-pub fn write_label_tiff(path: &Path, pages: &[LabelPage]) -> Result<()> {
-    let mut w = LabelTiffWriter::create(path)?;
+pub fn write_label_tiff(path: &Path, pages: &[LabelPage], meta: LabelMeta) -> Result<()> {
+    let mut w = LabelTiffWriter::create(path, meta)?;
     for p in pages {
         w.write_page(LabelPage { ..*p })?;
     }
@@ -264,7 +374,7 @@ mod tests {
                 height: h,
                 labels,
             };
-            write_label_tiff(&p, &[page]).unwrap();
+            write_label_tiff(&p, &[page], LabelMeta::single()).unwrap();
             assert_eq!(sample_type(&p), tiff::ColorType::Gray(bits), "{name}");
             let back = read_labels(&p).unwrap();
             assert_eq!((back.width, back.height), (w, h));

@@ -13,7 +13,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::input::{AxesFrom, Frame, ImageFile};
-use crate::output::{CsvWriter, LabelPage, LabelTiffWriter, write_rgb_png, write_text};
+use crate::output::{CsvWriter, LabelMeta, LabelPage, LabelTiffWriter, write_rgb_png, write_text};
 use crate::roi::{RoiSetWriter, outlines_text};
 use crate::volume::segment_volume_file;
 use crate::{EXIT_MODEL, EXIT_SOME_FAILED, EXIT_USAGE, Fatal, model_path, one_line};
@@ -346,7 +346,12 @@ fn segment_file(
     let (stem, dir) = stem_and_dir(path, out_dir)?;
     let n = axes.slices * axes.frames;
     let masks = output_path(&dir, stem, "cp_masks.tif", None);
-    let mut labels_out = LabelTiffWriter::create(&masks)?;
+    let meta = LabelMeta {
+        slices: axes.slices,
+        frames: axes.frames,
+        physical: file.physical,
+    };
+    let mut labels_out = LabelTiffWriter::create(&masks, meta)?;
     let mut csv = match args.csv {
         true => Some(CsvWriter::create(&output_path(&dir, stem, "cp.csv", None))?),
         false => None,

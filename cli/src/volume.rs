@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use cellpose::{VolumeMode, VolumeSegmenter, VolumeView, render};
 
 use crate::input::{AxesFrom, ImageFile};
-use crate::output::{LabelPage, write_label_tiff, write_rgb_png};
+use crate::output::{LabelMeta, LabelPage, write_label_tiff, write_rgb_png};
 use crate::segment::{Done, output_path, reduce, stem_and_dir};
 
 /// Segments the z-stack in `path` and writes `STEM_cp_masks.tif` (one page per plane) and,
@@ -109,7 +109,12 @@ pub fn segment_volume_file(
             labels,
         })
         .collect();
-    write_label_tiff(&masks, &pages)?;
+    let meta = LabelMeta {
+        slices: depth,
+        frames: 1,
+        physical: file.physical,
+    };
+    write_label_tiff(&masks, &pages, meta)?;
     let how = match s.mode {
         VolumeMode::Flows3d => format!("3D flows, anisotropy {}", seg.params().anisotropy),
         VolumeMode::Stitched => format!("stitched at IoU {}", seg.params().stitch_threshold),

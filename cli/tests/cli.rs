@@ -1830,3 +1830,76 @@ fn stacks_get_one_roi_set_with_frame_positions() {
         assert_eq!(per_frame[f], *p.3.iter().max().unwrap(), "frame {}", f + 1);
     }
 }
+
+#[test]
+fn label_images_are_ome_tiffs_with_the_inputs_axes_and_pixel_size() {
+    // An ImageJ z-stack of 2 planes, 0.325 µm pixels (resolution tags in pixels per
+    // micron, ImageJ's way), 1.5 µm planes.
+    let d = scratch("ome_out");
+    let (w, _, _, px) = read_png(&data("dsb_04acab7636c4cf61_img.png"));
+    let side = 128;
+    let plane: Vec<u8> = (0..side * side)
+        .map(|i| px[(i / side) * w + i % side] as u8)
+        .collect();
+    let path = d.join("calibrated.tif");
+    {
+        let mut f = BufWriter::new(File::create(&path).unwrap());
+        let mut enc = TiffEncoder::new(&mut f).unwrap();
+        for page in 0..2 {
+            let mut image = enc
+                .new_image::<colortype::Gray8>(side as u32, side as u32)
+                .unwrap();
+            let e = image.encoder();
+            if page == 0 {
+                e.write_tag(
+                    tiff::tags::Tag::ImageDescription,
+                    "ImageJ=1.54f\nimages=2\nslices=2\nunit=micron\nspacing=1.5\n",
+                )
+                .unwrap();
+            }
+            let per_um = tiff::encoder::Rational {
+                n: 40_000_000,
+                d: 13_000_000,
+            };
+            e.write_tag(tiff::tags::Tag::XResolution, per_um.clone())
+                .unwrap();
+            e.write_tag(tiff::tags::Tag::YResolution, per_um).unwrap();
+            image.write_data(&plane).unwrap();
+        }
+    }
+    let description = |p: &Path| {
+        let mut dec = Decoder::new(File::open(p).unwrap()).unwrap();
+        dec.get_tag(tiff::tags::Tag::ImageDescription)
+            .unwrap()
+            .into_string()
+            .unwrap()
+    };
+    for (extra, want_axes) in [
+        (None, "SizeZ=\"2\" SizeC=\"1\" SizeT=\"1\""),
+        (Some("--do-3d"), "SizeZ=\"2\" SizeC=\"1\" SizeT=\"1\""),
+    ] {
+        let mut args = vec!["segment", s(&path), "--diameter", "17", "--out", s(&d)];
+        args.extend(extra);
+        let o = cellpose(&args);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let xml = description(&d.join("calibrated_cp_masks.tif"));
+        assert!(xml.contains("<OME") && xml.contains(want_axes), "{xml}");
+        assert!(
+            xml.contains("PhysicalSizeX=\"0.325\" PhysicalSizeY=\"0.325\" PhysicalSizeZ=\"1.5\""),
+            "{xml}"
+        );
+    }
+    // A PNG has no pixel size: the label file has the axes only.
+    let o = cellpose(&[
+        "segment",
+        s(&data("dsb_00071198d059ba7f_img.png")),
+        "--out",
+        s(&d),
+    ]);
+    assert!(o.status.success());
+    let xml = description(&d.join("dsb_00071198d059ba7f_img_cp_masks.tif"));
+    assert!(
+        xml.contains("SizeZ=\"1\"") && !xml.contains("PhysicalSize"),
+        "{xml}"
+    );
+}

@@ -19,6 +19,37 @@ pub struct Outline {
     pub points: Vec<(u32, u32)>,
 }
 
+/// A label image with lookups that treat everything outside it as background.
+struct Grid<'a> {
+    labels: &'a [u32],
+    width: usize,
+    height: usize,
+}
+
+impl<'a> Grid<'a> {
+    fn new(labels: &'a [u32], width: usize, height: usize) -> Grid<'a> {
+        assert_eq!(
+            labels.len(),
+            width * height,
+            "labels are not {width}×{height}"
+        );
+        Grid {
+            labels,
+            width,
+            height,
+        }
+    }
+
+    /// Whether pixel `(x, y)` is in the image and has label `l`.
+    fn is(&self, l: u32, x: i64, y: i64) -> bool {
+        x >= 0
+            && y >= 0
+            && (x as usize) < self.width
+            && (y as usize) < self.height
+            && self.labels[y as usize * self.width + x as usize] == l
+    }
+}
+
 /// The first pixel of every label in raster order (`None` for absent labels), indexed by
 /// label.
 fn first_pixels(labels: &[u32]) -> Vec<Option<usize>> {
@@ -36,18 +67,8 @@ fn first_pixels(labels: &[u32]) -> Vec<Option<usize>> {
 /// `labels` is `height × width`, row-major; corners are `(x, y)` with `0 ≤ x ≤ width`,
 /// `0 ≤ y ≤ height`. Only corners where the boundary turns are kept.
 pub fn outline_polygons(labels: &[u32], width: usize, height: usize) -> Vec<Outline> {
-    assert_eq!(
-        labels.len(),
-        width * height,
-        "labels are not {width}×{height}"
-    );
-    let inside = |l: u32, x: i64, y: i64| {
-        x >= 0
-            && y >= 0
-            && (x as usize) < width
-            && (y as usize) < height
-            && labels[y as usize * width + x as usize] == l
-    };
+    let grid = Grid::new(labels, width, height);
+    let inside = |l: u32, x: i64, y: i64| grid.is(l, x, y);
     // Directions right, down, left, up (y down); the pixels ahead of a corner (x, y) on the
     // left and on the right of each, as offsets of the pixel's top-left corner.
     const STEP: [(i64, i64); 4] = [(1, 0), (0, 1), (-1, 0), (0, -1)];
@@ -93,18 +114,8 @@ pub fn outline_polygons(labels: &[u32], width: usize, height: usize) -> Vec<Outl
 /// neighbour tracing from the label's first pixel in raster order, listed
 /// counter-clockwise on screen as OpenCV lists them.
 pub fn outline_pixels(labels: &[u32], width: usize, height: usize) -> Vec<Outline> {
-    assert_eq!(
-        labels.len(),
-        width * height,
-        "labels are not {width}×{height}"
-    );
-    let inside = |l: u32, x: i64, y: i64| {
-        x >= 0
-            && y >= 0
-            && (x as usize) < width
-            && (y as usize) < height
-            && labels[y as usize * width + x as usize] == l
-    };
+    let grid = Grid::new(labels, width, height);
+    let inside = |l: u32, x: i64, y: i64| grid.is(l, x, y);
     // The 8 neighbours clockwise from west (y down): W, NW, N, NE, E, SE, S, SW.
     const RING: [(i64, i64); 8] = [
         (-1, 0),

@@ -55,6 +55,15 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Runs `cellpose ARGS`, which must be refused as a command-line error (exit 2) with a
+/// message holding `needle`.
+fn refused(args: &[&str], needle: &str) {
+    let o = cellpose(args);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(needle), "{err}");
+}
+
 /// Labels and sample type of every page of a TIFF.
 fn read_tiff_pages(path: &Path) -> Vec<(usize, usize, ColorType, Vec<u32>)> {
     let mut dec = Decoder::new(File::open(path).unwrap()).unwrap();
@@ -1319,20 +1328,15 @@ fn masks_removed_by_the_size_rule_are_counted_and_the_rule_can_be_changed() {
         "{}",
         text(&o.stdout)
     );
-    let o = cellpose(&[
+    let args = [
         "segment",
         s(&img),
         "--out",
         s(&d),
         "--max-size-fraction",
         "0",
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        text(&o.stderr).contains("--max-size-fraction"),
-        "{}",
-        text(&o.stderr)
-    );
+    ];
+    refused(&args, "--max-size-fraction");
 }
 
 #[test]
@@ -1383,7 +1387,7 @@ fn a_sparse_field_is_scaled_to_its_maximum_with_a_warning_and_percentiles_are_op
         "{n_sparse} nuclei in the sparse field, {n_alone} alone"
     );
     // The percentiles are options, checked like the other parameters.
-    let o = cellpose(&[
+    let args = [
         "segment",
         s(&sparse),
         "--norm-percentile",
@@ -1391,13 +1395,8 @@ fn a_sparse_field_is_scaled_to_its_maximum_with_a_warning_and_percentiles_are_op
         "1",
         "--out",
         s(&d),
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        text(&o.stderr).contains("--norm-percentile"),
-        "{}",
-        text(&o.stderr)
-    );
+    ];
+    refused(&args, "--norm-percentile");
 }
 
 #[test]
@@ -1625,13 +1624,9 @@ fn watch_segments_frames_written_slowly_once_each_and_a_restart_writes_nothing_n
 
 #[test]
 fn watch_refuses_a_missing_folder() {
-    let o = cellpose(&["watch", "/nonexistent/folder", "--model", s(&model())]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        text(&o.stderr).contains("not a folder to watch"),
-        "{}",
-        text(&o.stderr)
-    );
+    let model = model();
+    let args = ["watch", "/nonexistent/folder", "--model", s(&model)];
+    refused(&args, "not a folder to watch");
 }
 
 #[test]

@@ -442,32 +442,32 @@ static cp_volume_output volume_output(void *labels, size_t n, cp_label_type type
 }
 
 /* The header: `layout` is ignored for one channel (any value, even one that is not a
-   cp_channel_layout); with two channels an unknown layout is refused. */
+   cp_channel_layout); with two channels an unknown layout is refused. The frames are checked
+   up to an output buffer one element short, which is checked after the frame: the network
+   does not run (this group also runs under valgrind). A 1-channel frame with an unknown
+   layout is segmented for real in `a_failed_frame_leaves_no_stale_objects`. */
 static void one_channel_frames_ignore_the_layout(void) {
   current = "one_channel_frames_ignore_the_layout";
   cp_model *m = load_model();
   cp_session *s = new_session(m, 1);
-  enum { W = 40, H = 36 };
-  static uint8_t pixels[2 * W * H];
-  static uint32_t labels[W * H];
+  enum { W = 40, H = 36, D = 4 };
+  static uint8_t pixels[D * W * H];
+  static uint32_t labels[D * W * H];
   cp_frame f = {.struct_size = sizeof(cp_frame), .data = pixels, .data_len = W * H,
                 .row_stride = W, .width = W, .height = H, .pixel_type = CP_PIXEL_U8,
                 .channels = 1, .layout = 7};
-  cp_output out = labels_output(labels, W * H);
-  EXPECT_STATUS(cp_session_segment(s, &f, &out), CP_OK);
-  f.layout = CP_LAYOUT_INTERLEAVED;
-  EXPECT_STATUS(cp_session_segment(s, &f, &out), CP_OK);
-  f.channels = 2; f.layout = 7; f.data_len = sizeof pixels;
-  EXPECT_STATUS(cp_session_segment(s, &f, &out), CP_ERR_UNKNOWN_ENUM);
-  enum { D = 4 };
-  static uint8_t voxels[D * W * H];
-  cp_volume v = volume_of(voxels, sizeof voxels, D, H, W, CP_PIXEL_U8, 1);
+  cp_output short_out = labels_output(labels, W * H - 1);
+  EXPECT_STATUS(cp_session_segment(s, &f, &short_out), CP_ERR_BUFFER_TOO_SMALL);
+  f.channels = 2; f.data_len = 2 * W * H;
+  EXPECT_STATUS(cp_session_segment(s, &f, &short_out), CP_ERR_UNKNOWN_ENUM);
+  cp_volume v = volume_of(pixels, sizeof pixels, D, H, W, CP_PIXEL_U8, 1);
   v.layout = 7;
-  static uint32_t vlabels[D * W * H];
-  cp_volume_output vo = volume_output(vlabels, D * W * H, CP_LABELS_U32);
+  cp_volume_output vo = volume_output(labels, D * W * H - 1, CP_LABELS_U32);
   cp_volume_options opts;
   cp_volume_options_init(&opts, sizeof opts);
-  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &vo), CP_OK);
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &vo), CP_ERR_BUFFER_TOO_SMALL);
+  v.channels = 2; v.data_len = 2 * W * H * 2; v.depth = 2;
+  EXPECT_STATUS(cp_session_segment_volume(s, &v, &opts, &vo), CP_ERR_UNKNOWN_ENUM);
   cp_session_free(s);
   release_model(m);
 }
@@ -787,7 +787,9 @@ static void a_failed_frame_leaves_no_stale_objects(void) {
   bad.pixel_type = 9;
   EXPECT_STATUS(cp_session_segment(s, &bad, &o), CP_ERR_UNKNOWN_ENUM);
   EXPECT_STATUS(cp_session_objects(s, NULL, 0, sizeof(cp_object), &count), CP_ERR_NO_RESULT);
-  /* The next good frame makes its objects readable again. */
+  /* The next good frame makes its objects readable again; a 1-channel frame's layout is
+     ignored, whatever its value. */
+  f.layout = 7;
   EXPECT_STATUS(cp_session_segment(s, &f, &o), CP_OK);
   EXPECT_STATUS(cp_session_objects(s, NULL, 0, sizeof(cp_object), &count), CP_OK);
   EXPECT(count == o.n_objects);

@@ -1118,20 +1118,46 @@ fn peak_rss_kb(args: &[&str]) -> (std::process::ExitStatus, u64) {
     }
 }
 
-/// A multi-page 8-bit TIFF of `frames` copies of a 240×240 crop of a real 256×256 image
-/// (shifted a little from frame to frame), with no axes metadata.
-fn write_time_lapse(path: &Path, frames: usize) {
+/// The top-left `side × side` pixels (`side` ≤ 249) of a real 256×256 nuclei image, 8-bit,
+/// starting `shift` pixels to the right.
+fn corner_of_real_image(side: usize, shift: usize) -> Vec<u8> {
     let (w, _, _, px) = read_png(&data("dsb_04acab7636c4cf61_img.png"));
+    (0..side * side)
+        .map(|i| px[(i / side) * w + i % side + shift].min(255) as u8)
+        .collect()
+}
+
+/// A multi-page 8-bit TIFF of `frames` 240×240 corners of a real image (shifted a little
+/// from frame to frame), with no axes metadata.
+fn write_time_lapse(path: &Path, frames: usize) {
     let side = 240;
     let mut f = BufWriter::new(File::create(path).unwrap());
     let mut enc = TiffEncoder::new(&mut f).unwrap();
     for k in 0..frames {
-        let page: Vec<u8> = (0..side * side)
-            .map(|i| px[(i / side) * w + i % side + k % 7].min(255) as u8)
-            .collect();
+        let page = corner_of_real_image(side, k % 7);
         enc.write_image::<colortype::Gray8>(side as u32, side as u32, &page)
             .unwrap();
     }
+}
+
+/// A 3-frame time-lapse in a fresh folder, segmented with `extra` options (diameter 18).
+fn segmented_time_lapse(test: &str, extra: &[&str]) -> (PathBuf, Output) {
+    let d = scratch(test);
+    let stack = d.join("pages.tif");
+    write_time_lapse(&stack, 3);
+    let model = model();
+    let mut args = vec![
+        "segment",
+        s(&stack),
+        "--diameter",
+        "18",
+        "--model",
+        s(&model),
+    ];
+    args.extend(extra);
+    let o = cellpose(&args);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    (d, o)
 }
 
 #[test]
@@ -1221,18 +1247,7 @@ fn imagej_hyperstack_axes_decide_channels_and_z_planes() {
 
 #[test]
 fn pages_without_axes_metadata_are_read_as_frames_and_the_run_says_so() {
-    let d = scratch("assumed_axes");
-    let stack = d.join("pages.tif");
-    write_time_lapse(&stack, 3);
-    let o = cellpose(&[
-        "segment",
-        s(&stack),
-        "--diameter",
-        "18",
-        "--model",
-        s(&model()),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let (_, o) = segmented_time_lapse("assumed_axes", &[]);
     let err = text(&o.stderr);
     assert!(err.contains("3 planes with no axes metadata"), "{err}");
     assert!(err.contains("read as 3 frames"), "{err}");
@@ -1344,9 +1359,8 @@ fn a_sparse_field_is_scaled_to_its_maximum_with_a_warning_and_percentiles_are_op
     // A 96×96 corner of a real image (a few nuclei) in a 1000×1000 frame of its darkest
     // value: under 1 % of the pixels, so the 1st and 99th percentiles are both background.
     let d = scratch("sparse");
-    let (w, _, _, px) = read_png(&data("dsb_04acab7636c4cf61_img.png"));
     let c = 96;
-    let corner: Vec<u8> = (0..c * c).map(|i| px[(i / c) * w + i % c] as u8).collect();
+    let corner = corner_of_real_image(c, 0);
     let dark = *corner.iter().min().unwrap();
     let side = 1000;
     let mut field = vec![dark; side * side];
@@ -1412,11 +1426,8 @@ fn ome_tiff_axes_decide_channels_and_z_planes() {
     // An OME-TIFF of 2 channels × 3 Z-planes, pages in XYCZT order (channel fastest):
     // nuclei in channel 1, an empty channel 2.
     let d = scratch("ome");
-    let (w, _, _, px) = read_png(&data("dsb_04acab7636c4cf61_img.png"));
     let side = 128;
-    let nuclei: Vec<u8> = (0..side * side)
-        .map(|i| px[(i / side) * w + i % side] as u8)
-        .collect();
+    let nuclei = corner_of_real_image(side, 0);
     let empty = vec![0u8; side * side];
     let desc = format!(
         "<?xml version=\"1.0\"?><OME xmlns=\"http://www.openmicroscopy.org/Schemas/OME/2016-06\">\
@@ -1489,11 +1500,8 @@ fn ome_tiff_axes_decide_channels_and_z_planes() {
 
 /// A 128×128 crop of a real image as PNG bytes.
 fn crop_png_bytes() -> Vec<u8> {
-    let (w, _, _, px) = read_png(&data("dsb_04acab7636c4cf61_img.png"));
     let side = 128;
-    let crop: Vec<u8> = (0..side * side)
-        .map(|i| px[(i / side) * w + i % side] as u8)
-        .collect();
+    let crop = corner_of_real_image(side, 0);
     let mut bytes = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut bytes, side as u32, side as u32);
@@ -1793,19 +1801,7 @@ fn outline_pixels_are_the_references_outlines_list() {
 
 #[test]
 fn stacks_get_one_roi_set_with_frame_positions() {
-    let d = scratch("rois_stack");
-    let stack = d.join("pages.tif");
-    write_time_lapse(&stack, 3);
-    let o = cellpose(&[
-        "segment",
-        s(&stack),
-        "--diameter",
-        "18",
-        "--model",
-        s(&model()),
-        "--save-rois",
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let (d, _) = segmented_time_lapse("rois_stack", &["--save-rois"]);
     let pages = read_tiff_pages(&d.join("pages_cp_masks.tif"));
     let mut zip = zip::ZipArchive::new(File::open(d.join("pages_rois.zip")).unwrap()).unwrap();
     let total: u32 = pages.iter().map(|p| *p.3.iter().max().unwrap()).sum();
@@ -1831,11 +1827,8 @@ fn label_images_are_ome_tiffs_with_the_inputs_axes_and_pixel_size() {
     // An ImageJ z-stack of 2 planes, 0.325 µm pixels (resolution tags in pixels per
     // micron, ImageJ's way), 1.5 µm planes.
     let d = scratch("ome_out");
-    let (w, _, _, px) = read_png(&data("dsb_04acab7636c4cf61_img.png"));
     let side = 128;
-    let plane: Vec<u8> = (0..side * side)
-        .map(|i| px[(i / side) * w + i % side] as u8)
-        .collect();
+    let plane = corner_of_real_image(side, 0);
     let path = d.join("calibrated.tif");
     {
         let mut f = BufWriter::new(File::create(&path).unwrap());

@@ -37,9 +37,10 @@ pub struct SegmentCommand {
 #[derive(Args)]
 pub struct SegmentArgs {
     /// Folder for the results (created if missing) [default: beside each image]. Results
-    /// are named after the input without its extension (`NAME_cp_masks.tif`, …); a result
-    /// of that name from an earlier run is replaced, and two inputs of this run that would
-    /// write the same result are refused before anything is segmented.
+    /// are named after the input without its extension (`NAME_cp_masks.tif`, …). `segment`
+    /// replaces a result of that name from an earlier run and refuses, before any work, two
+    /// inputs that would write the same result; `watch` skips images whose results are
+    /// there and refuses an image whose results would replace another's.
     #[arg(long, value_name = "DIR")]
     pub(crate) out: Option<PathBuf>,
     /// ONNX model file [default: $CELLPOSE_MODEL, or the shipped models/nuclei_light_int8.onnx].
@@ -70,9 +71,10 @@ pub struct SegmentArgs {
     max_size_fraction: f32,
     /// Intensity percentiles mapped to 0 and 1 before the network, per channel (the
     /// reference's normalisation). When they are equal (a few objects on a flat background)
-    /// the channel's maximum stands in for the upper one, with a warning.
-    #[arg(long, num_args = 2, value_names = ["LOW", "HIGH"], allow_hyphen_values = true)]
-    norm_percentile: Option<Vec<f32>>,
+    /// the channel's maximum stands in for the upper one, with a note on standard error.
+    #[arg(long, num_args = 2, value_names = ["LOW", "HIGH"], allow_hyphen_values = true,
+          default_values_t = [Params::default().percentiles.0, Params::default().percentiles.1])]
+    norm_percentile: Vec<f32>,
     /// Do not normalise intensities (for images already scaled to 0..1 like the training data).
     #[arg(long, conflicts_with = "norm_percentile")]
     no_norm: bool,
@@ -603,8 +605,8 @@ fn build_engine(args: &SegmentArgs) -> Result<(Engine, PathBuf), Fatal> {
         cellprob_threshold: args.cellprob_threshold,
         min_size: args.min_size,
         max_size_fraction: args.max_size_fraction,
-        percentiles: match args.norm_percentile.as_deref() {
-            Some(&[lo, hi]) => (lo, hi),
+        percentiles: match args.norm_percentile.as_slice() {
+            &[lo, hi] => (lo, hi),
             _ => Params::default().percentiles,
         },
         normalize: !args.no_norm,
@@ -620,6 +622,15 @@ fn build_engine(args: &SegmentArgs) -> Result<(Engine, PathBuf), Fatal> {
     });
     let usage = |e: cellpose::Error| {
         let msg = match &e {
+            cellpose::Error::Params(ParamsError::OutOfRange { name, .. })
+                if name.starts_with("percentiles") =>
+            {
+                let p = &args.norm_percentile;
+                format!(
+                    "--norm-percentile {} {}: expected 0 <= LOW < HIGH <= 100",
+                    p[0], p[1]
+                )
+            }
             cellpose::Error::Params(ParamsError::OutOfRange { name, .. }) => {
                 format!("{}: {e}", flag_of(name))
             }
@@ -663,13 +674,14 @@ pub fn run(cmd: SegmentCommand) -> Result<u8, Fatal> {
     let mut run = Run::start(&args)?;
     let items = expand_inputs(&cmd.inputs);
     let items = one_result_per_input(items, args.out.as_deref())?;
+    run.create_out_dir()?;
     let pb = ProgressBar::new(items.len() as u64);
     pb.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} images, {elapsed} elapsed, {msg}")
             .expect("valid template"),
     );
     eprintln!(
-        "model {} (diameter {} px), {} input{}",
+        "model {} (diameter {} px), {} image{} to segment",
         run.model_file.display(),
         run.engine.model().info().diam_mean,
         items.len(),
@@ -703,20 +715,14 @@ pub(crate) struct Run<'a> {
     pub failed: usize,
     frames: usize,
     objects: u64,
+    /// Seconds spent on images (a watch also waits between them).
+    busy: f64,
 }
 
 impl<'a> Run<'a> {
-    /// Loads the model and checks the options (the output folder is created).
+    /// Loads the model and checks the options.
     pub fn start(args: &'a SegmentArgs) -> Result<Run<'a>, Fatal> {
         let (engine, model_file) = build_engine(args)?;
-        if let Some(d) = &args.out {
-            std::fs::create_dir_all(d).map_err(|e| {
-                Fatal::new(
-                    EXIT_SOME_FAILED,
-                    format!("{}: cannot create output folder: {e}", d.display()),
-                )
-            })?;
-        }
         Ok(Run {
             args,
             engine,
@@ -726,7 +732,22 @@ impl<'a> Run<'a> {
             failed: 0,
             frames: 0,
             objects: 0,
+            busy: 0.0,
         })
+    }
+
+    /// Creates the `--out` folder if there is one (after the checks that may refuse the
+    /// run, so that a refused run leaves nothing behind).
+    pub fn create_out_dir(&self) -> Result<(), Fatal> {
+        if let Some(d) = &self.args.out {
+            std::fs::create_dir_all(d).map_err(|e| {
+                Fatal::new(
+                    EXIT_SOME_FAILED,
+                    format!("{}: cannot create output folder: {e}", d.display()),
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// Segments one image and writes its results; returns what to print about it (one line
@@ -742,15 +763,17 @@ impl<'a> Run<'a> {
             }
         };
         let path = path.to_path_buf();
+        self.busy += t.elapsed().as_secs_f64();
         let report: Box<dyn FnOnce()> = match done {
             Ok(d) => {
                 self.ok += 1;
                 self.frames += d.frames;
                 self.objects += d.objects;
                 let line = format!(
-                    "{}: {} objects{}, diameter {} px, {:.2} s -> {}{}",
+                    "{}: {} object{}{}, diameter {} px, {:.2} s -> {}{}",
                     path.display(),
                     d.objects,
+                    if d.objects == 1 { "" } else { "s" },
                     match &d.volume {
                         Some(how) => format!(" in a {}-plane volume ({how})", d.frames),
                         None if d.frames > 1 => format!(" in {} frames", d.frames),
@@ -787,7 +810,7 @@ impl<'a> Run<'a> {
             self.frames,
             if self.frames == 1 { "" } else { "s" },
             self.objects,
-            if ok > 0 { secs / ok as f64 } else { 0.0 },
+            if ok > 0 { self.busy / ok as f64 } else { 0.0 },
             secs,
             if failed > 0 {
                 format!("; {failed} failed")

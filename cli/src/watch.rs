@@ -113,6 +113,7 @@ pub fn run(cmd: WatchCommand) -> Result<u8, Fatal> {
         ));
     }
     let mut run = Run::start(&cmd.args)?;
+    run.create_out_dir()?;
     let out = cmd.args.out.as_deref();
     let stop = Arc::new(AtomicBool::new(false));
     {

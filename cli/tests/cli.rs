@@ -1339,7 +1339,7 @@ fn masks_removed_by_the_size_rule_are_counted_and_the_rule_can_be_changed() {
         "0.9",
     ]);
     assert!(
-        text(&o.stdout).contains(": 1 objects"),
+        text(&o.stdout).contains(": 1 object,"),
         "{}",
         text(&o.stdout)
     );

@@ -55,6 +55,14 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Runs `cellpose ARGS`, which must succeed, and returns its standard output and error.
+fn succeeds(args: &[&str]) -> (String, String) {
+    let o = cellpose(args);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "{err}");
+    (out, err)
+}
+
 /// Runs `cellpose ARGS`, which must be refused as a command-line error (exit 2) with a
 /// message holding `needle`.
 fn refused(args: &[&str], needle: &str) {
@@ -1207,7 +1215,7 @@ fn imagej_hyperstack_axes_decide_channels_and_z_planes() {
     let d = scratch("hyperstack");
     let stack = case("zcyx_hyperstack.tif");
     // Z = 6 × C = 2: a 6-plane volume whose planes have two channels, not 12 planes.
-    let o = cellpose(&[
+    let (out, err) = succeeds(&[
         "segment",
         s(&stack),
         "--do-3d",
@@ -1216,8 +1224,6 @@ fn imagej_hyperstack_axes_decide_channels_and_z_planes() {
         "--out",
         s(&d),
     ]);
-    let (out, err) = (text(&o.stdout), text(&o.stderr));
-    assert!(o.status.success(), "{err}");
     assert!(out.contains("3 objects in a 6-plane volume"), "{out}");
     assert!(
         err.contains("2 channels × 6 Z-planes × 1 time point"),
@@ -1453,7 +1459,7 @@ fn ome_tiff_axes_decide_channels_and_z_planes() {
                 .unwrap();
         }
     }
-    let o = cellpose(&[
+    let (out, err) = succeeds(&[
         "segment",
         s(&path),
         "--channels",
@@ -1463,8 +1469,6 @@ fn ome_tiff_axes_decide_channels_and_z_planes() {
         "--out",
         s(&d),
     ]);
-    let (out, err) = (text(&o.stdout), text(&o.stderr));
-    assert!(o.status.success(), "{err}");
     assert!(out.contains(" in 3 frames"), "{out}");
     assert!(
         err.contains("OME metadata: 2 channels × 3 Z-planes × 1 time point"),

@@ -23,6 +23,8 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use rayon::prelude::*;
+
+use super::stash::TensorStash;
 use tract_core::internal::*;
 use tract_linalg::multithread::Executor;
 
@@ -111,6 +113,32 @@ struct Source<'a> {
     pre: Option<&'a [f32]>,
     /// The instruction set the resampling runs with.
     isa: Isa,
+}
+
+/// One image's input and output buffers: separate, or one buffer read (into the padded copy)
+/// before it is written (`input` is `None`).
+struct ImageIo<'a> {
+    input: Option<&'a [f32]>,
+    out: &'a mut [f32],
+}
+
+impl ImageIo<'_> {
+    fn input(&self) -> &[f32] {
+        self.input.unwrap_or(self.out)
+    }
+}
+
+/// All images of a call: see [`DirectConv::forward_in_place`].
+enum Images<'a> {
+    Separate(&'a [f32], &'a mut [f32]),
+    InPlace(&'a mut [f32]),
+}
+
+/// One input image's size and its pre-add values.
+struct ImageShape<'a> {
+    height: usize,
+    width: usize,
+    pre: Option<&'a [f32]>,
 }
 
 /// Output pixels handled per chunk of a row when the input is resampled or quantized.
@@ -401,14 +429,57 @@ impl DirectConv {
         out: &mut [f32],
         executor: &Executor,
     ) -> TractResult<()> {
+        self.forward_images(
+            Images::Separate(input, out),
+            (n, in_height, in_width),
+            (pre, residual),
+            executor,
+        )
+    }
+
+    /// [`DirectConv::forward`] with the output written over its own input: `data` holds the
+    /// `n × cin × height × width` input and receives the `n × cout × height' × width'`
+    /// output, which must have the same length (`cin == cout`, no resampling). Each image is
+    /// copied into the padded buffer before any of its outputs is written, so the input is
+    /// no longer needed then; this saves tract an output tensor per layer (a fresh one means
+    /// page faults on every run: the allocator returns freed images to the system).
+    pub fn forward_in_place(
+        &self,
+        data: &mut [f32],
+        (n, in_height, in_width): (usize, usize, usize),
+        (pre, residual): (Option<&[f32]>, Option<&[f32]>),
+        executor: &Executor,
+    ) -> TractResult<()> {
+        self.forward_images(
+            Images::InPlace(data),
+            (n, in_height, in_width),
+            (pre, residual),
+            executor,
+        )
+    }
+
+    fn forward_images(
+        &self,
+        mut images: Images,
+        (n, in_height, in_width): (usize, usize, usize),
+        (pre, residual): (Option<&[f32]>, Option<&[f32]>),
+        executor: &Executor,
+    ) -> TractResult<()> {
         let (cin, cout) = (self.cin, self.cout);
         let (height, width) = self.output_dims(in_height, in_width);
         let (hw, in_hw) = (height * width, in_height * in_width);
+        let (in_len, out_len) = match &images {
+            Images::Separate(input, out) => (input.len(), out.len()),
+            Images::InPlace(data) => (data.len(), data.len()),
+        };
         ensure!(
-            input.len() == n * cin * in_hw && out.len() == n * cout * hw,
-            "convolution {cin}→{cout} on {n}×{in_height}×{in_width}: {} inputs, {} outputs",
-            input.len(),
-            out.len()
+            in_len == n * cin * in_hw && out_len == n * cout * hw,
+            "convolution {cin}→{cout} on {n}×{in_height}×{in_width}: {in_len} inputs, {out_len} outputs{}",
+            if matches!(images, Images::InPlace(_)) {
+                " (in place)"
+            } else {
+                ""
+            }
         );
         ensure!(
             pre.map(|p| p.len()) == self.input.pre_add.then_some(n * cin),
@@ -421,53 +492,78 @@ impl DirectConv {
             }
         );
         ensure!(
-            residual.is_none_or(|r| r.len() == out.len()),
-            "convolution {cin}→{cout}: residual of {} values for {} outputs",
-            residual.map_or(0, |r| r.len()),
-            out.len()
+            residual.is_none_or(|r| r.len() == out_len),
+            "convolution {cin}→{cout}: residual of {} values for {out_len} outputs",
+            residual.map_or(0, |r| r.len())
         );
         if hw == 0 {
             return Ok(());
         }
         for b in 0..n {
-            let src = Source {
-                data: &input[b * cin * in_hw..(b + 1) * cin * in_hw],
+            let image = b * cout * hw..(b + 1) * cout * hw;
+            let io = match &mut images {
+                Images::Separate(input, out) => ImageIo {
+                    input: Some(&input[b * cin * in_hw..(b + 1) * cin * in_hw]),
+                    out: &mut out[image.clone()],
+                },
+                // Same length, so the same range holds this image's input and output.
+                Images::InPlace(data) => ImageIo {
+                    input: None,
+                    out: &mut data[image.clone()],
+                },
+            };
+            let shape = ImageShape {
                 height: in_height,
                 width: in_width,
-                resample: self.input.resample,
                 pre: pre.map(|p| &p[b * cin..(b + 1) * cin]),
-                isa: self.isa(),
             };
-            let image = b * cout * hw..(b + 1) * cout * hw;
             let res = residual.map(|r| &r[image.clone()]);
-            let dst = &mut out[image];
             match (&self.i8, &self.winograd) {
-                (Some(q), _) => self.forward_i8(q, src, height, width, res, dst, executor),
+                (Some(q), _) => self.forward_i8(q, shape, height, width, res, io, executor),
                 (None, Some(wg)) => {
-                    self.forward_winograd(wg, src, (height, width), res, dst, executor)
+                    self.forward_winograd(wg, shape, (height, width), res, io, executor)
                 }
-                (None, None) => self.forward_f32(src, height, width, res, dst, executor),
+                (None, None) => self.forward_f32(shape, height, width, res, io, executor),
             }
         }
         Ok(())
     }
 
+    /// The input image of `io` as the convolution reads it.
+    fn source<'a>(&self, shape: &ImageShape<'a>, io: &'a ImageIo) -> Source<'a> {
+        Source {
+            data: io.input(),
+            height: shape.height,
+            width: shape.width,
+            resample: self.input.resample,
+            pre: shape.pre,
+            isa: self.isa(),
+        }
+    }
+
     fn forward_f32(
         &self,
-        src: Source,
+        shape: ImageShape,
         height: usize,
         width: usize,
         residual: Option<&[f32]>,
-        dst: &mut [f32],
+        io: ImageIo,
         ex: &Executor,
     ) {
         let p = &self.f32;
         let geo = Geometry::new(height, width, self.ks / 2, p.shape);
         PADDED_F32.with_borrow_mut(|buffer| {
-            let padded = geo.pad_f32(&src, self.cin, &self.input, p.isa, buffer, ex);
+            let padded = geo.pad_f32(
+                &self.source(&shape, &io),
+                self.cin,
+                &self.input,
+                p.isa,
+                buffer,
+                ex,
+            );
             let ocb = p.shape.ocb;
             let wlen = self.cin * self.ks * self.ks * ocb;
-            self.run_blocks(&geo, ocb, (residual, dst), ex, &|blk, spans, planes| {
+            self.run_blocks(&geo, ocb, (residual, io.out), ex, &|blk, spans, planes| {
                 let block = F32Block {
                     input: padded,
                     plane: geo.plane,
@@ -488,16 +584,24 @@ impl DirectConv {
     fn forward_winograd(
         &self,
         wg: &Winograd,
-        src: Source,
+        shape: ImageShape,
         (height, width): (usize, usize),
         residual: Option<&[f32]>,
-        dst: &mut [f32],
+        io: ImageIo,
         ex: &Executor,
     ) {
         let tiles = Tiles::new(height, width, self.cin);
         let geo = Geometry::with_rows(height, width, tiles.pw, tiles.rows, INPUT_SLACK);
         PADDED_F32.with_borrow_mut(|buffer| {
-            let padded = geo.pad_f32(&src, self.cin, &self.input, wg.isa, buffer, ex);
+            let padded = geo.pad_f32(
+                &self.source(&shape, &io),
+                self.cin,
+                &self.input,
+                wg.isa,
+                buffer,
+                ex,
+            );
+            let dst = io.out;
             let shared = SharedPlanes {
                 out: dst.as_mut_ptr(),
                 residual: residual.map_or(std::ptr::null(), |r| r.as_ptr()),
@@ -523,20 +627,21 @@ impl DirectConv {
     fn forward_i8(
         &self,
         q: &PackedI8,
-        src: Source,
+        shape: ImageShape,
         height: usize,
         width: usize,
         residual: Option<&[f32]>,
-        dst: &mut [f32],
+        io: ImageIo,
         ex: &Executor,
     ) {
         let geo = Geometry::new(height, width, 1, q.shape);
         PADDED_U8.with_borrow_mut(|buffer| {
             let stage = (q.isa, 1.0 / q.input_scale);
+            let src = self.source(&shape, &io);
             let padded = geo.pad_u8(&src, (self.cin, q.groups), &self.input, stage, buffer, ex);
             let ocb = q.shape.ocb;
             let wlen = q.groups * 9 * ocb * 4;
-            self.run_blocks(&geo, ocb, (residual, dst), ex, &|blk, spans, planes| {
+            self.run_blocks(&geo, ocb, (residual, io.out), ex, &|blk, spans, planes| {
                 let block = I8Block {
                     input: padded,
                     plane: geo.plane,
@@ -880,6 +985,9 @@ impl Geometry {
 pub struct DirectConvOp {
     pub conv: Arc<DirectConv>,
     pub residual: bool,
+    /// The plan's recycled images: outputs come from it, inputs read for the last time go
+    /// back to it.
+    pub stash: Arc<TensorStash>,
 }
 
 impl PartialEq for DirectConvOp {
@@ -905,10 +1013,9 @@ impl Op for DirectConvOp {
 impl EvalOp for DirectConvOp {
     op_out_of_plan!();
 
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let conv = &self.conv;
-        let input = &inputs[0];
-        let shape = input.shape();
+        let shape = inputs[0].shape().to_vec();
         ensure!(
             shape.len() == 4 && shape[1] == conv.cin,
             "convolution {}→{} given an input of shape {shape:?}",
@@ -923,29 +1030,51 @@ impl EvalOp for DirectConvOp {
         );
         let (n, hs, ws) = (shape[0], shape[2], shape[3]);
         let (h, w) = conv.output_dims(hs, ws);
+        let out_shape = [n, conv.cout, h, w];
+        let ex = tract_linalg::multithread::current_tract_executor();
         fn slice(t: &TValue) -> TractResult<&[f32]> {
             t.try_as_plain_ram()?.as_slice::<f32>()
         }
-        let src = slice(input)?;
-        let pre = if conv.input.pre_add {
-            Some(slice(&inputs[1])?)
-        } else {
-            None
+        // When this op holds the only reference to its input (tract has flushed it: no
+        // other node reads it) and the output has the input's shape, the output is written
+        // over it; otherwise into a new tensor.
+        if shape == out_shape && inputs[0].is_exclusive() {
+            let mut data = Arc::try_unwrap(inputs.remove(0).into_arc_tensor())
+                .map_err(|_| format_err!("convolution input shared after all"))?;
+            {
+                let pre = match conv.input.pre_add {
+                    true => Some(slice(&inputs[0])?),
+                    false => None,
+                };
+                let residual = match self.residual {
+                    true => Some(slice(&inputs[expected - 2])?),
+                    false => None,
+                };
+                let mut view = data.try_as_plain_ram_mut()?;
+                let buf = view.as_slice_mut::<f32>()?;
+                conv.forward_in_place(buf, (n, hs, ws), (pre, residual), &ex)?;
+            }
+            inputs.into_iter().for_each(|v| self.stash.put(v));
+            return Ok(tvec!(data.into_tvalue()));
+        }
+        let src = slice(&inputs[0])?;
+        let pre = match conv.input.pre_add {
+            true => Some(slice(&inputs[1])?),
+            false => None,
         };
-        let residual = if self.residual {
-            Some(slice(&inputs[expected - 1])?)
-        } else {
-            None
+        let residual = match self.residual {
+            true => Some(slice(&inputs[expected - 1])?),
+            false => None,
         };
-        // SAFETY: every value of the output is written by `forward` (every output channel
-        // of every row of every image) before the tensor is read.
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&[n, conv.cout, h, w])? };
+        // `forward` writes every value of the output (every output channel of every row of
+        // every image), as `take` asks.
+        let mut out = self.stash.take(&out_shape)?;
         {
             let mut view = out.try_as_plain_ram_mut()?;
             let dst = view.as_slice_mut::<f32>()?;
-            let ex = tract_linalg::multithread::current_tract_executor();
             conv.forward(src, (n, hs, ws), (pre, residual), dst, &ex)?;
         }
+        inputs.into_iter().for_each(|v| self.stash.put(v));
         Ok(tvec!(out.into_tvalue()))
     }
 }

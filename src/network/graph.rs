@@ -21,6 +21,7 @@ use tract_core::ops::nn::DataFormat;
 
 use super::conv::{DirectConv, DirectConvOp, InputStage, Precision, Resample};
 use super::kernels::Isa;
+use super::stash::TensorStash;
 
 /// What the patch may use.
 pub(crate) struct Choice<'a> {
@@ -71,6 +72,15 @@ fn residual_add(model: &TypedModel, id: usize) -> Option<(usize, OutletId)> {
 /// Replaces the convolutions of `model` as `choice` allows.
 pub(crate) fn patch_convolutions(model: &mut TypedModel, choice: &Choice) -> TractResult<Report> {
     let mut report = Report::default();
+    // A bound only (the stash keeps no more than one run needs at once): eight first-level
+    // images (16 channels at the input's size, 8 × 8 × the
+    // input's 2 channels) of the plan's batch.
+    let input_bytes = model
+        .input_fact(0)?
+        .shape
+        .as_concrete()
+        .map_or(0, |s| s.iter().product::<usize>() * 4);
+    let stash = Arc::new(TensorStash::new(64 * input_bytes));
     let convs: Vec<usize> = model
         .eval_order()?
         .into_iter()
@@ -104,6 +114,7 @@ pub(crate) fn patch_convolutions(model: &mut TypedModel, choice: &Choice) -> Tra
         let op = DirectConvOp {
             conv: Arc::new(conv),
             residual: residual.is_some(),
+            stash: stash.clone(),
         };
         let out = patch.wire_node(name, op, &taps)?;
         patch.shunt_outside(model, replaced, out[0])?;

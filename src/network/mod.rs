@@ -31,6 +31,7 @@ use tiling::{TileBlender, TileGrid};
 pub(crate) mod conv;
 pub(crate) mod graph;
 pub(crate) mod kernels;
+pub(crate) mod stash;
 pub mod tiling;
 pub(crate) mod winograd;
 
@@ -284,12 +285,8 @@ fn run_grid(
         let plan = model.plan(n, ly, lx)?;
         let input = Tensor::from_shape(&[n, IN_CHANNELS, ly, lx], &scratch.batch)
             .map_err(|e| ModelError::Run(e.to_string()))?;
-        let run = || plan.run(tvec!(input.into()));
-        let outputs = match executor {
-            Some(ex) => tract_linalg::multithread::multithread_tract_scope(ex.clone(), run),
-            None => run(),
-        }
-        .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let outputs = run_on(executor, || plan.run(tvec!(input.into())))
+            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
         accumulate_tile(grid, k0, n, &outputs, style, &mut scratch.blender)?;
         k0 += n;
     }
@@ -419,6 +416,28 @@ pub fn time_convolution(
     Ok((times, direct.isa(), direct.precision(), direct.algorithm()))
 }
 
+/// Runs `run` (a tract plan execution) with `executor`'s threads for the ops that split
+/// their work (our convolution, tract's matrix products), or on this thread alone.
+///
+/// With a pool, the run itself goes onto one of the pool's threads: every convolution then
+/// splits its rows from inside the pool, where the running thread takes its own share and
+/// wakes one other thread; from outside, each of the ~40 layers would inject its work, wake
+/// every pool thread and put this one to sleep until they finish (two thread switches per
+/// layer, which cost int8 layers of 0.3–0.6 ms a large part of their time).
+fn run_on<R: Send>(
+    executor: Option<&tract_linalg::multithread::Executor>,
+    run: impl FnOnce() -> R + Send,
+) -> R {
+    use tract_linalg::multithread::{Executor, multithread_tract_scope};
+    match executor {
+        Some(ex @ Executor::MultiThread(pool)) => {
+            pool.install(|| multithread_tract_scope(ex.clone(), run))
+        }
+        Some(ex) => multithread_tract_scope(ex.clone(), run),
+        None => run(),
+    }
+}
+
 /// Runs the network `repeats` times on a `batch × 2 × height × width` input of a fixed
 /// pattern and returns the wall time of each run in seconds (the plan is optimised before
 /// the first timed run). For benchmarks.
@@ -441,12 +460,8 @@ pub fn time_plan(
     let mut times = Vec::with_capacity(repeats);
     for _ in 0..repeats.max(1) {
         let t = std::time::Instant::now();
-        let run = || plan.run(tvec!(input.clone().into()));
-        match &executor {
-            Some(ex) => tract_linalg::multithread::multithread_tract_scope(ex.clone(), run),
-            None => run(),
-        }
-        .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        run_on(executor.as_ref(), || plan.run(tvec!(input.clone().into())))
+            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
         times.push(t.elapsed().as_secs_f64());
     }
     Ok(times)

@@ -642,3 +642,68 @@ fn winograd_is_chosen_for_simd_3x3_from_thirty_two_channels() {
         );
     }
 }
+
+#[test]
+fn writing_over_the_input_gives_the_separate_output_in_every_form() {
+    // The op writes a layer's output over its input when nothing else reads the input
+    // (same shape: cin == cout, no resampling): every form (direct, Winograd, int8, 1×1)
+    // must pad each image before writing any of its outputs, with or without a residual,
+    // for a batch of two on two threads.
+    let (c, h, wd) = (32, 17, 33);
+    let x: Vec<f32> = values(2 * c * h * wd, 1700)
+        .iter()
+        .map(|v| v.abs())
+        .collect();
+    let r = values(2 * c * h * wd, 1701);
+    let b = values(c, 1702);
+    let ex = Executor::multithread(2);
+    for ks in [1, 3] {
+        let w = values(c * c * ks * ks, 1703 + ks as u64);
+        for isa in Isa::available_f32() {
+            let mut convs = vec![
+                DirectConv::new_f32_with(&w, &b, (c, c, ks), relu_stage(true), isa, false).unwrap(),
+            ];
+            if ks == 3 && isa.has_winograd() {
+                convs.push(
+                    DirectConv::new_f32_with(&w, &b, (c, c, 3), relu_stage(true), isa, true)
+                        .unwrap(),
+                );
+            }
+            if ks == 3
+                && let Some(i8isa) = Isa::available_i8().into_iter().next()
+            {
+                convs.push(
+                    DirectConv::new_f32(&w, &b, (c, c, 3), relu_stage(true), isa)
+                        .unwrap()
+                        .with_int8(&w, 1.0 / 255.0, i8isa)
+                        .unwrap(),
+                );
+            }
+            for conv in &convs {
+                for residual in [None, Some(r.as_slice())] {
+                    let want = run(conv, &x, (2, h, wd), (None, residual), &ex);
+                    let mut data = x.clone();
+                    conv.forward_in_place(&mut data, (2, h, wd), (None, residual), &ex)
+                        .unwrap();
+                    assert_eq!(
+                        data.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{isa:?} {ks}×{ks} {} {}, residual {}",
+                        conv.algorithm(),
+                        conv.precision() as u8,
+                        residual.is_some()
+                    );
+                }
+            }
+        }
+    }
+    // A resampling or channel-changing layer cannot write over its input.
+    let w = values(16 * c * 9, 1710);
+    let conv =
+        DirectConv::new_f32(&w, &b[..16], (c, 16, 3), relu_stage(true), Isa::Scalar).unwrap();
+    let mut data = x.clone();
+    assert!(
+        conv.forward_in_place(&mut data, (2, h, wd), (None, None), &ex)
+            .is_err()
+    );
+}

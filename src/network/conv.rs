@@ -1010,6 +1010,30 @@ impl Op for DirectConvOp {
     op_as_typed_op!();
 }
 
+/// An f32 input's values.
+fn slice(t: &TValue) -> TractResult<&[f32]> {
+    t.try_as_plain_ram()?.as_slice::<f32>()
+}
+
+impl DirectConvOp {
+    /// The pre-add values and the residual among the inputs after the data input.
+    #[allow(clippy::type_complexity)]
+    fn extras<'a>(
+        &self,
+        rest: &'a [TValue],
+    ) -> TractResult<(Option<&'a [f32]>, Option<&'a [f32]>)> {
+        let pre = match self.conv.input.pre_add {
+            true => Some(slice(&rest[0])?),
+            false => None,
+        };
+        let residual = match self.residual {
+            true => Some(slice(&rest[rest.len() - 1])?),
+            false => None,
+        };
+        Ok((pre, residual))
+    }
+}
+
 impl EvalOp for DirectConvOp {
     op_out_of_plan!();
 
@@ -1032,9 +1056,6 @@ impl EvalOp for DirectConvOp {
         let (h, w) = conv.output_dims(hs, ws);
         let out_shape = [n, conv.cout, h, w];
         let ex = tract_linalg::multithread::current_tract_executor();
-        fn slice(t: &TValue) -> TractResult<&[f32]> {
-            t.try_as_plain_ram()?.as_slice::<f32>()
-        }
         // When this op holds the only reference to its input (tract has flushed it: no
         // other node reads it) and the output has the input's shape, the output is written
         // over it; otherwise into a new tensor.
@@ -1042,37 +1063,23 @@ impl EvalOp for DirectConvOp {
             let mut data = Arc::try_unwrap(inputs.remove(0).into_arc_tensor())
                 .map_err(|_| format_err!("convolution input shared after all"))?;
             {
-                let pre = match conv.input.pre_add {
-                    true => Some(slice(&inputs[0])?),
-                    false => None,
-                };
-                let residual = match self.residual {
-                    true => Some(slice(&inputs[expected - 2])?),
-                    false => None,
-                };
+                let extras = self.extras(&inputs)?;
                 let mut view = data.try_as_plain_ram_mut()?;
                 let buf = view.as_slice_mut::<f32>()?;
-                conv.forward_in_place(buf, (n, hs, ws), (pre, residual), &ex)?;
+                conv.forward_in_place(buf, (n, hs, ws), extras, &ex)?;
             }
             inputs.into_iter().for_each(|v| self.stash.put(v));
             return Ok(tvec!(data.into_tvalue()));
         }
         let src = slice(&inputs[0])?;
-        let pre = match conv.input.pre_add {
-            true => Some(slice(&inputs[1])?),
-            false => None,
-        };
-        let residual = match self.residual {
-            true => Some(slice(&inputs[expected - 1])?),
-            false => None,
-        };
+        let extras = self.extras(&inputs[1..])?;
         // `forward` writes every value of the output (every output channel of every row of
         // every image), as `take` asks.
         let mut out = self.stash.take(&out_shape)?;
         {
             let mut view = out.try_as_plain_ram_mut()?;
             let dst = view.as_slice_mut::<f32>()?;
-            conv.forward(src, (n, hs, ws), (pre, residual), dst, &ex)?;
+            conv.forward(src, (n, hs, ws), extras, dst, &ex)?;
         }
         inputs.into_iter().for_each(|v| self.stash.put(v));
         Ok(tvec!(out.into_tvalue()))

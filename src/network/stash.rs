@@ -17,7 +17,7 @@ use tract_onnx::prelude::*;
 /// small images cost no page faults worth a lock.
 const MIN_ELEMENTS: usize = 16 * 1024;
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Held {
     tensors: Vec<Tensor>,
     /// (length, tensors of that length `take` made): at most that many are kept, so tensors
@@ -28,11 +28,19 @@ struct Held {
 
 /// f32 tensors whose values no longer matter, found by length, shared by the ops of one plan
 /// (and the threads that run it side by side).
-#[derive(Debug)]
 pub(crate) struct TensorStash {
     tensors: Mutex<Held>,
     /// Most bytes kept at once; beyond it, returned tensors are freed.
     cap_bytes: usize,
+}
+
+impl std::fmt::Debug for TensorStash {
+    // A summary: the op around it is printed in tract's errors and logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self.tensors.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes: usize = held.tensors.iter().map(|t| t.len() * 4).sum();
+        write!(f, "TensorStash({} tensors, {bytes} bytes)", held.tensors.len())
+    }
 }
 
 impl TensorStash {

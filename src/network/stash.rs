@@ -39,7 +39,11 @@ impl std::fmt::Debug for TensorStash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let held = self.tensors.lock().unwrap_or_else(|p| p.into_inner());
         let bytes: usize = held.tensors.iter().map(|t| t.len() * 4).sum();
-        write!(f, "TensorStash({} tensors, {bytes} bytes)", held.tensors.len())
+        write!(
+            f,
+            "TensorStash({} tensors, {bytes} bytes)",
+            held.tensors.len()
+        )
     }
 }
 

@@ -72,9 +72,9 @@ fn residual_add(model: &TypedModel, id: usize) -> Option<(usize, OutletId)> {
 /// Replaces the convolutions of `model` as `choice` allows.
 pub(crate) fn patch_convolutions(model: &mut TypedModel, choice: &Choice) -> TractResult<Report> {
     let mut report = Report::default();
-    // A bound only (the stash keeps no more than one run needs at once): eight first-level
-    // images (16 channels at the input's size, 8 × 8 × the
-    // input's 2 channels) of the plan's batch.
+    // A bound only (the stash keeps no more than the runs in flight need at once): eight
+    // first-level images of the plan's batch (16 channels at the input's size: 8 × 8 × the
+    // input's 2 channels).
     let input_bytes = model
         .input_fact(0)?
         .shape

@@ -11,6 +11,8 @@
 //! - `conv`: that op, a direct convolution on a zero-padded copy of its input, f32 or int8
 //!   (u8 activations over calibrated scales × i8 weights, i32 sums), split over the
 //!   executor's threads by rows and output channels;
+//! - `stash`: the images the op makes, kept per plan and reused by later layers and runs
+//!   instead of being reallocated (and page-faulted in again) on every run;
 //! - `winograd`: the f32 3×3 convolutions from 32 input channels on, in the Winograd domain
 //!   (F(2×2, 3×3): 2.25× fewer multiplies than direct), on the same padded copy;
 //! - `kernels`: its inner loops, one file per instruction set (AVX-512 with VNNI, AVX2 + FMA,

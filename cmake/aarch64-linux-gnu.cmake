@@ -1,10 +1,13 @@
 # CMake toolchain file: libcellpose, its examples and C tests for 64-bit ARM Linux (aarch64),
 # cross-built on x86-64 with Debian's packages:
 #
-#   apt-get install gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user
-#   dpkg --add-architecture arm64 && apt-get update && apt-get install libc6:arm64 libpng-dev:arm64
+#   dpkg --add-architecture arm64 && apt-get update
+#   apt-get install -y gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user libc6:arm64 libpng-dev:arm64
 #   rustup target add aarch64-unknown-linux-gnu
-#   cmake -S cmake -B build-arm64 -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake
+#   cmake -S cmake -B build-arm64 -DCMAKE_BUILD_TYPE=Release \
+#         -DCMAKE_TOOLCHAIN_FILE=$PWD/cmake/aarch64-linux-gnu.cmake
+#
+# (an absolute path: CMake reads a relative one from the build or source folder, cmake/).
 #
 # The Rust library is built by cargo for aarch64-unknown-linux-gnu (linker from
 # .cargo/config.toml); ctest runs the programs under qemu-aarch64. libpng is needed only

@@ -1058,7 +1058,7 @@ impl EvalOp for DirectConvOp {
         let ex = tract_linalg::multithread::current_tract_executor();
         // When this op holds the only reference to its input (tract has flushed it: no
         // other node reads it) and the output has the input's shape, the output is written
-        // over it; otherwise into a new tensor.
+        // over it; otherwise into a tensor from the stash.
         if shape == out_shape && inputs[0].is_exclusive() {
             let mut data = Arc::try_unwrap(inputs.remove(0).into_arc_tensor())
                 .map_err(|_| format_err!("convolution input shared after all"))?;

@@ -6,8 +6,10 @@
 //! images in again, about 1,500 faults, 10–15 % of an int8 tile on two threads. Our
 //! convolution instead takes its output from this stash and puts back the inputs it was the
 //! last reader of, so after the first run the images are recycled, not reallocated. It keeps
-//! at most as many tensors of each length as it made, which is what one run needs at once
-//! (8.8 MB for the 240×240 frames of the CLI's time-lapse test, whose peak RSS went down).
+//! at most as many tensors of each length as it made: what the runs in flight (one per thread
+//! running tiles side by side) needed at their peak, unless the cap dropped some, after which
+//! it makes and counts new ones (8.8 MB for the 240×240 frames of the CLI's time-lapse test,
+//! whose peak RSS went down).
 
 use std::sync::Mutex;
 
@@ -69,14 +71,16 @@ impl TensorStash {
                 None => held.made.push((len, 1)),
             }
         }
-        // SAFETY: f32 has no invalid bit patterns, and the caller writes every value before
-        // the tensor is read (see the contract above).
+        // SAFETY: the caller writes every value before the tensor is read (the contract
+        // above).
         unsafe { Tensor::uninitialized::<f32>(shape) }
     }
 
-    /// Keeps `value` for a later [`TensorStash::take`] when it is an f32 tensor nobody else
-    /// holds (tract flushed it), of a length `take` made, fewer of that length are kept than
-    /// it made, and the cap allows; otherwise drops this reference.
+    /// Keeps `value` for a later [`TensorStash::take`] when all of these hold, and otherwise
+    /// drops this reference:
+    /// - it is an f32 tensor nobody else holds (tract flushed it);
+    /// - `take` made tensors of its length, and fewer of that length are kept than it made;
+    /// - the cap allows it.
     pub(crate) fn put(&self, value: TValue) {
         if value.datum_type() != f32::datum_type() || value.len() < MIN_ELEMENTS {
             return;

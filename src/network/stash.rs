@@ -28,6 +28,12 @@ struct Held {
     made: Vec<(usize, usize)>,
 }
 
+impl Held {
+    fn bytes(&self) -> usize {
+        self.tensors.iter().map(|t| t.len() * 4).sum()
+    }
+}
+
 /// f32 tensors whose values no longer matter, found by length, shared by the ops of one plan
 /// (and the threads that run it side by side).
 pub(crate) struct TensorStash {
@@ -40,7 +46,7 @@ impl std::fmt::Debug for TensorStash {
     // A summary: the op around it is printed in tract's errors and logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let held = self.tensors.lock().unwrap_or_else(|p| p.into_inner());
-        let bytes: usize = held.tensors.iter().map(|t| t.len() * 4).sum();
+        let bytes = held.bytes();
         write!(
             f,
             "TensorStash({} tensors, {bytes} bytes)",
@@ -89,7 +95,7 @@ impl TensorStash {
             return;
         };
         let mut held = self.tensors.lock().unwrap_or_else(|p| p.into_inner());
-        let bytes: usize = held.tensors.iter().map(|t| t.len() * 4).sum();
+        let bytes = held.bytes();
         let len = tensor.len();
         let made = held
             .made
@@ -106,7 +112,7 @@ impl TensorStash {
     #[cfg(test)]
     pub(crate) fn held_bytes(&self) -> usize {
         let held = self.tensors.lock().unwrap_or_else(|p| p.into_inner());
-        held.tensors.iter().map(|t| t.len() * 4).sum()
+        held.bytes()
     }
 }
 

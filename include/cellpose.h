@@ -427,6 +427,23 @@ cp_status cp_set_log_callback(cp_log_callback callback, void *user_data, cp_log_
 // `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
 cp_status cp_model_load(const char *path, struct cp_model **out);
 
+// Loads a model shipped with the library by name: `"nuclei"` (the default model of the CLI)
+// or `"cyto"` (whole cells, with an optional nucleus channel). The file is looked for in the
+// folder named by the environment variable `CELLPOSE_MODEL_DIR`, beside the executable, and
+// in `models/` and `share/cellpose/models/` of the executable's folder and every folder
+// above it (where the CMake package installs them: `${CELLPOSE_MODEL_DIR}` in CMake). On
+// success `*out` owns a new model to release with `cp_model_free`; on failure `*out` is NULL.
+//
+// Errors: `CP_ERR_NULL_POINTER` (`name` or `out` NULL), `CP_ERR_INVALID_ARGUMENT` (not a
+// shipped model's name), `CP_ERR_IO` (no folder holds the file; the message lists each place
+// tried), `CP_ERR_MODEL` (the file found is not a valid Cellpose network).
+//
+// Any thread.
+//
+// # Safety
+// `name` is NULL or a NUL-terminated string; `out` is NULL or writable.
+cp_status cp_model_load_shipped(const char *name, struct cp_model **out);
+
 // Loads a model from the bytes of an ONNX file held in memory (`len` bytes at `data`). The
 // bytes are parsed during the call and not kept: the caller may free them afterwards. On
 // success `*out` owns a new model to release with `cp_model_free`; on failure `*out` is NULL.

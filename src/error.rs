@@ -41,6 +41,16 @@ pub enum ModelError {
         value: String,
         reason: String,
     },
+    #[error(
+        "shipped model `{name}` ({file}) not found (tried {}); set CELLPOSE_MODEL_DIR to the \
+         folder that holds it, or give the model file's path",
+        tried.join(", ")
+    )]
+    ShippedNotFound {
+        name: &'static str,
+        file: &'static str,
+        tried: Vec<String>,
+    },
 }
 
 /// A parameter is outside the range the pipeline supports.

@@ -38,6 +38,7 @@ pub mod preprocess;
 pub mod render;
 mod scratch;
 pub mod segmenter;
+pub mod shipped;
 pub mod size_model;
 pub mod stitch;
 pub use network::tiling;
@@ -52,6 +53,7 @@ pub use objects::{ObjectSummary, object_summaries};
 pub use params::{Diameter, Params};
 pub use preprocess::Normalization;
 pub use segmenter::{Segmentation, Segmenter};
+pub use shipped::ShippedModel;
 pub use size_model::SizeModel;
 pub use volume::{VolumeMode, VolumeParams, VolumeSegmentation, VolumeSegmenter, VolumeView};
 

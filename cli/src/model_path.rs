@@ -1,54 +1,38 @@
-//! Where the shipped model is found when `--model` is not given.
+//! Which model file `--model` names: a shipped model by name (`nuclei`, `cyto`), a file, or,
+//! when it is not given, `$CELLPOSE_MODEL` and then the shipped nuclei model.
 
 use std::path::{Path, PathBuf};
 
-/// File name of the shipped model: int8 weights, the same accuracy as the fp32 file on
-/// dsb2018/test (ΔAP50 +0.0002) at a third of its size (models/README.md).
-pub const SHIPPED_MODEL: &str = "nuclei_light_int8.onnx";
-/// Environment variable that names a default model file.
+use cellpose::ShippedModel;
+
+/// Environment variable that names a default model (a file, or a shipped model's name).
 pub const MODEL_ENV: &str = "CELLPOSE_MODEL";
 
-/// The places searched for the shipped model, in order: `$CELLPOSE_MODEL`; beside the
-/// executable and in `models/` beside it; `models/` in each folder above the executable
-/// (a binary in `target/release/` of a checkout finds the repository's `models/`); and
-/// `models/` under the working directory.
-pub fn candidates() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Some(p) = std::env::var_os(MODEL_ENV) {
-        out.push(PathBuf::from(p));
-    }
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.canonicalize().ok())
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
-        out.push(dir.join(SHIPPED_MODEL));
-        for d in dir.ancestors() {
-            out.push(d.join("models").join(SHIPPED_MODEL));
-        }
-    }
-    out.push(Path::new("models").join(SHIPPED_MODEL));
-    out.dedup();
-    out
-}
-
-/// The model file to use: the one given, or the first existing candidate. The error lists
-/// every place that was tried.
+/// The model file to use. `given` is `--model`: a shipped model's name selects that model
+/// (found as `cellpose::shipped` describes; a file literally called `cyto` is given as
+/// `./cyto`), anything else is a file. Without it, `$CELLPOSE_MODEL` the same way, then the
+/// shipped nuclei model. The error says what was tried.
 pub fn resolve(given: Option<&Path>) -> Result<PathBuf, String> {
-    if let Some(p) = given {
-        return if p.is_file() {
-            Ok(p.to_path_buf())
-        } else {
-            Err(format!("{}: model file not found", p.display()))
-        };
+    let (value, from) = match (given, std::env::var_os(MODEL_ENV)) {
+        (Some(p), _) => (p.to_path_buf(), "--model"),
+        (None, Some(v)) => (PathBuf::from(v), MODEL_ENV),
+        (None, None) => {
+            return ShippedModel::Nuclei
+                .find()
+                .map_err(|e| format!("{e}; or pass --model FILE"));
+        }
+    };
+    if let Some(m) = value.to_str().and_then(ShippedModel::from_name) {
+        return m.find().map_err(|e| e.to_string());
     }
-    let tried = candidates();
-    if let Some(p) = tried.iter().find(|p| p.is_file()) {
-        return Ok(p.clone());
+    if value.is_file() {
+        Ok(value)
+    } else {
+        let names: Vec<&str> = ShippedModel::ALL.iter().map(|m| m.name()).collect();
+        Err(format!(
+            "{}: model file not found ({from} names a file, or one of the shipped models: {})",
+            value.display(),
+            names.join(", ")
+        ))
     }
-    let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
-    Err(format!(
-        "{SHIPPED_MODEL}: shipped model not found (tried {}); pass --model FILE or set {MODEL_ENV}",
-        list.join(", ")
-    ))
 }

@@ -43,8 +43,11 @@ pub struct SegmentArgs {
     /// there and refuses an image whose results would replace another's.
     #[arg(long, value_name = "DIR")]
     pub(crate) out: Option<PathBuf>,
-    /// ONNX model file [default: $CELLPOSE_MODEL, or the shipped models/nuclei_light_int8.onnx].
-    #[arg(long, value_name = "FILE")]
+    /// Model: `nuclei` or `cyto` (the shipped models: nuclei, or whole cells with an optional
+    /// nucleus channel), or an ONNX file [default: $CELLPOSE_MODEL, else `nuclei`]. Shipped
+    /// models are looked for in $CELLPOSE_MODEL_DIR, beside the executable, and in `models/`
+    /// or `share/cellpose/models/` above it.
+    #[arg(long, value_name = "NAME|FILE")]
     model: Option<PathBuf>,
     /// Typical object diameter in pixels, `auto` (also 0) to estimate it per image with the
     /// model's size model, or `model` for the model's training diameter [default: `auto`

@@ -106,6 +106,55 @@ pub unsafe extern "C" fn cp_model_load(path: *const c_char, out: *mut *mut cp_mo
     })
 }
 
+/// Loads a model shipped with the library by name: `"nuclei"` (the default model of the CLI)
+/// or `"cyto"` (whole cells, with an optional nucleus channel). The file is looked for in the
+/// folder named by the environment variable `CELLPOSE_MODEL_DIR`, beside the executable, and
+/// in `models/` and `share/cellpose/models/` of the executable's folder and every folder
+/// above it (where the CMake package installs them: `${CELLPOSE_MODEL_DIR}` in CMake). On
+/// success `*out` owns a new model to release with `cp_model_free`; on failure `*out` is NULL.
+///
+/// Errors: `CP_ERR_NULL_POINTER` (`name` or `out` NULL), `CP_ERR_INVALID_ARGUMENT` (not a
+/// shipped model's name), `CP_ERR_IO` (no folder holds the file; the message lists each place
+/// tried), `CP_ERR_MODEL` (the file found is not a valid Cellpose network).
+///
+/// Any thread.
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cp_model_load_shipped(
+    name: *const c_char,
+    out: *mut *mut cp_model,
+) -> cp_status {
+    guard("cp_model_load_shipped", || {
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        // SAFETY: non-NULL, and the caller promises it is writable.
+        unsafe { *out = std::ptr::null_mut() };
+        if name.is_null() {
+            return Err(Failure::null("name"));
+        }
+        // SAFETY: non-NULL and NUL-terminated by the caller's promise.
+        let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+        let Some(which) = cellpose::ShippedModel::from_name(&name) else {
+            let names: Vec<&str> = cellpose::ShippedModel::ALL
+                .iter()
+                .map(|m| m.name())
+                .collect();
+            return Err(Failure::new(
+                cp_status::CP_ERR_INVALID_ARGUMENT,
+                format!(
+                    "`{name}` is not a shipped model (expected one of: {})",
+                    names.join(", ")
+                ),
+            ));
+        };
+        publish(out, which.load()?);
+        Ok(())
+    })
+}
+
 /// Loads a model from the bytes of an ONNX file held in memory (`len` bytes at `data`). The
 /// bytes are parsed during the call and not kept: the caller may free them afterwards. On
 /// success `*out` owns a new model to release with `cp_model_free`; on failure `*out` is NULL.

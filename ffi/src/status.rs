@@ -96,7 +96,7 @@ impl From<cellpose::ImageError> for Failure {
 
 fn model_status(e: &cellpose::ModelError) -> cp_status {
     match e {
-        cellpose::ModelError::Io { .. } => CP_ERR_IO,
+        cellpose::ModelError::Io { .. } | cellpose::ModelError::ShippedNotFound { .. } => CP_ERR_IO,
         _ => CP_ERR_MODEL,
     }
 }

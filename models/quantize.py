@@ -55,27 +55,43 @@ def weight_only(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 class Calibration:
-    """Normalised 224×224 crops of training images, as the network sees them."""
+    """Normalised 224×224 crops of training images, as the network sees them: `n` images
+    drawn from the folders (`data`: folders of NAME_img files, or dataset folders holding
+    train/), as evenly over the folders as they allow; `channels` as the CLI's."""
 
-    def __init__(self, n=32, seed=0, data=DATA):
+    def __init__(self, n=32, seed=0, data=DATA, channels=(0, 0)):
         from cellpose import io, transforms
+        from folders import IMAGE_SUFFIXES, train_folder
         rng = np.random.default_rng(seed)
-        files = sorted(Path(data).glob("*_img.png"))
-        if not files:
-            raise SystemExit(f"no *_img.png images in {data}")
-        pick = rng.choice(len(files), size=min(n, len(files)), replace=False)
+        folders = [train_folder(Path(d)) for d in (data if isinstance(data, (list, tuple)) else [data])]
+        per = [sorted(p for p in f.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                      and p.name[: -len(p.suffix)].endswith("_img")) for f in folders]
+        for f, files in zip(folders, per):
+            if not files:
+                raise SystemExit(f"no NAME_img.png/.tif images in {f}")
+        files = []
+        for k, fs in enumerate(per):
+            share = n // len(per) + (1 if k < n % len(per) else 0)
+            files += [fs[i] for i in rng.choice(len(fs), size=min(share, len(fs)), replace=False)]
         self.items = []
-        for i in pick:
-            img = io.imread(str(files[i])).astype(np.float32)
-            if img.ndim == 3:
-                img = img[..., :3].mean(-1)
-            img = transforms.normalize99(img)
-            h, w = img.shape
+        for path in files:
+            img = io.imread(str(path)).astype(np.float32)
+            planes = []
+            for c in channels:
+                if img.ndim == 2:
+                    planes.append(img if c == 0 and not planes else np.zeros_like(img))
+                elif c == 0:
+                    planes.append(img[..., :3].mean(-1) if not planes else np.zeros(img.shape[:2], np.float32))
+                else:
+                    planes.append(img[..., c - 1])
+            h, w = planes[0].shape
             y, x = rng.integers(0, max(1, h - 224) + 1), rng.integers(0, max(1, w - 224) + 1)
-            crop = np.zeros((224, 224), np.float32)
-            c = img[y:y + 224, x:x + 224]
-            crop[:c.shape[0], :c.shape[1]] = c
-            self.items.append({"image": np.stack([crop, np.zeros_like(crop)])[None]})
+            crop = np.zeros((2, 224, 224), np.float32)
+            for j, p in enumerate(planes):
+                if p.any():
+                    c = transforms.normalize99(p)[y:y + 224, x:x + 224]
+                    crop[j, :c.shape[0], :c.shape[1]] = c
+            self.items.append({"image": crop[None]})
         self.it = iter(self.items)
 
     def get_next(self):
@@ -85,7 +101,7 @@ class Calibration:
         self.it = iter(self.items)
 
 
-def input_scales(model_path, n, data):
+def input_scales(model_path, n, data, channels=(0, 0)):
     """`NAME=SCALE,…` for every 3×3 Conv whose input is a Relu output: max activation / 255."""
     import onnxruntime as ort
     m = onnx.load(str(model_path))
@@ -108,7 +124,7 @@ def input_scales(model_path, n, data):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     peak = dict.fromkeys(names, 0.0)
-    for item in Calibration(n=n, data=data).items:
+    for item in Calibration(n=n, data=data, channels=channels).items:
         outs = sess.run(names, item)
         for t, v in zip(names, outs):
             peak[t] = max(peak[t], float(np.max(v)))
@@ -147,14 +163,17 @@ def main():
     ap.add_argument("--mode", choices=["weights", "qdq", "qoperator"], default="weights")
     ap.add_argument("--calibrate", type=int, default=0, metavar="N",
                     help="with --mode weights: activation scales from N training crops, so the library computes in int8")
-    ap.add_argument("--data", default=str(DATA), help="folder of *_img.png training images for calibration")
+    ap.add_argument("--data", nargs="+", default=[str(DATA)],
+                    help="folders of NAME_img training images (or dataset folders holding train/) for calibration")
+    ap.add_argument("--channels", default="0,0", metavar="C,N", help="the model's channel choice, as the CLI's")
     args = ap.parse_args()
     if args.calibrate and args.mode != "weights":
         raise SystemExit("--calibrate is for --mode weights (the qdq/qoperator forms calibrate themselves)")
     src = onnx.load(args.model)
     meta = [(p.key, p.value) for p in src.metadata_props if p.key != "cellpose.int8.input_scales"]
     if args.calibrate:
-        meta.append(("cellpose.int8.input_scales", input_scales(args.model, args.calibrate, args.data)))
+        meta.append(("cellpose.int8.input_scales", input_scales(args.model, args.calibrate, args.data,
+                                                                  tuple(int(v) for v in args.channels.split(",")))))
     m = weight_only(src) if args.mode == "weights" else static(args.model, args.out, args.mode)
     del m.graph.value_info[:]  # tract rejects onnxruntime's shape annotations
     del m.metadata_props[:]

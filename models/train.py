@@ -144,7 +144,8 @@ def main():
     ap.add_argument("--channels", type=parse_channels, default=(0, 0), metavar="C,N",
                     help="channel to segment and nucleus channel, as the CLI's --channels (default 0,0: gray)")
     ap.add_argument("--min-images", type=int, default=3, help="refuse fewer annotated images than this")
-    ap.add_argument("--nbase", default="2,16,32,64,128")
+    ap.add_argument("--nbase", help="widths, input channels first (default: those of --init, else the light "
+                    "widths 2,16,32,64,128)")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--bsize", type=int, default=224, help="training crop side (reference: 224)")
@@ -172,6 +173,12 @@ def main():
     log = logging.getLogger("train")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
+    if args.nbase is None:
+        args.nbase = "2,16,32,64,128"
+        if args.init:
+            from export import widths_from_state
+            sd = torch.load(args.init, map_location="cpu", weights_only=True)
+            args.nbase = ",".join(str(v) for v in widths_from_state(sd.get("net", sd)))
     cfg_path = out / "config.json"
     keys = ("nbase", "epochs", "batch_size", "bsize", "lr", "weight_decay", "diam_mean", "val_fraction",
             "data", "data_weights", "samples_per_epoch", "channels")

@@ -28,18 +28,32 @@ from cellpose import models, train, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from export import load_net  # noqa: E402
-from train import load_split  # noqa: E402
+from train import load_split, parse_channels  # noqa: E402
 
 
-def crop_styles(net, device, imgs, lbls, epochs, bsize, batch_size, seed0):
+def balanced(items, src, weights):
+    """`items` (images or labels, one per image of source `src[i]`) repeated so that each
+    source holds about its share (`weights`) of the list, as training drew its crops: a
+    small source is repeated (each repeat is another random crop), nothing is dropped."""
+    if weights is None:
+        return list(items)
+    counts = np.bincount(src, minlength=len(weights))
+    w = np.asarray(weights, float) / np.sum(weights)
+    # Copies of each source's images so that its count / total ≈ its share.
+    target = max(counts[k] / w[k] for k in range(len(w)) if w[k] > 0 and counts[k] > 0)
+    reps = [int(round(target * w[k] / counts[k])) if counts[k] else 0 for k in range(len(w))]
+    return [x for x, k in zip(items, src) for _ in range(max(1, reps[k]))]
+
+
+def crop_styles(net, device, imgs, lbls, epochs, bsize, batch_size, seed0, channels=(0, 0)):
     """Style vectors and log-diameter targets (relative to diam_mean) of random crops."""
     diam_mean = net.diam_mean.item()
     norm = dict(models.normalize_default)
     norm["normalize"] = True
     (data, _, _, _, _, diam, *_rest) = train._process_train_test(
-        train_data=imgs, train_labels=lbls, channels=[0, 0], normalize_params=norm,
+        train_data=imgs, train_labels=lbls, channels=list(channels), normalize_params=norm,
         min_train_masks=1, device=torch.device("cpu"))
-    data = train._reshape_norm(data, channels=[0, 0], normalize_params=norm)
+    data = train._reshape_norm(data, channels=list(channels), normalize_params=norm)
     n = len(data)
     styles, ys = [], []
     for ep in range(epochs):
@@ -74,8 +88,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "dsb2018"),
-                    help="dataset folder, or a pack from models/pack_data.py")
+    ap.add_argument("--data", nargs="+",
+                    default=[str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "dsb2018")],
+                    help="the training run's --data: folders of pairs, dataset folders or packs")
+    ap.add_argument("--data-weights", help="the training run's --data-weights (each source's share of the crops)")
+    ap.add_argument("--channels", type=parse_channels, default=(0, 0), metavar="C,N")
+    ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--held-out-epochs", type=int, default=4,
                     help="passes of crops over the held-out images for choosing λ")
@@ -91,9 +109,13 @@ def main():
     net, _ = load_net(args.weights)
     net = net.to(device)
     diam_mean = net.diam_mean.item()
-    _, _, (imgs, lbls), (va_imgs, va_lbls) = load_split(Path(args.data), 0.1)
-    S, y = crop_styles(net, device, imgs, lbls, args.epochs, args.bsize, args.batch_size, 0)
-    Sv, yv = crop_styles(net, device, va_imgs, va_lbls, args.held_out_epochs, args.bsize, args.batch_size, 1000)
+    _, _, (imgs, lbls), (va_imgs, va_lbls), tr_src, va_src = load_split(args.data, args.val_fraction, args.channels)
+    w = [float(v) for v in args.data_weights.split(",")] if args.data_weights else None
+    imgs, lbls = balanced(imgs, tr_src, w), balanced(lbls, tr_src, w)
+    va_imgs, va_lbls = balanced(va_imgs, va_src, w), balanced(va_lbls, va_src, w)
+    S, y = crop_styles(net, device, imgs, lbls, args.epochs, args.bsize, args.batch_size, 0, args.channels)
+    Sv, yv = crop_styles(net, device, va_imgs, va_lbls, args.held_out_epochs, args.bsize, args.batch_size, 1000,
+                         args.channels)
     print(f"std of target: training crops {np.std(y):.3f}, held-out crops {np.std(yv):.3f}")
     best = None
     for lam in (float(v) for v in args.l2.split(",")):

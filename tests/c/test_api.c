@@ -10,6 +10,7 @@
  * CROP > 0 cuts the images to their central CROP × CROP pixels, for runs under valgrind.
  * Prints "N passed, N failed" and exits non-zero on any failure.
  */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <cellpose.h>
 #include <math.h>
 #include <pthread.h>
@@ -187,6 +188,33 @@ static void model_loading_rejects_bad_input(void) {
   EXPECT_STATUS(cp_model_load_from_memory(garbage, sizeof garbage, &m), CP_ERR_MODEL);
   EXPECT(m == NULL);
   EXPECT_STATUS(cp_model_free(NULL), CP_OK);
+}
+
+/* The shipped models by name: the folder of the model file the test was given (the
+ * repository's models/) through CELLPOSE_MODEL_DIR, as an installed program would find
+ * PREFIX/share/cellpose/models. */
+static void shipped_models_are_loaded_by_name(void) {
+  current = "shipped_models_are_loaded_by_name";
+  cp_model *m = (cp_model *)0x1;
+  EXPECT_STATUS(cp_model_load_shipped(NULL, &m), CP_ERR_NULL_POINTER);
+  EXPECT(m == NULL);
+  EXPECT_STATUS(cp_model_load_shipped("nuclei", NULL), CP_ERR_NULL_POINTER);
+  m = (cp_model *)0x1;
+  EXPECT_STATUS(cp_model_load_shipped("cyto3", &m), CP_ERR_INVALID_ARGUMENT);
+  EXPECT(m == NULL);
+  EXPECT(strstr(cp_last_error_message(), "nuclei, cyto") != NULL);
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", model_path);
+  char *slash = strrchr(dir, '/');
+  if (slash) *slash = 0;
+  else snprintf(dir, sizeof dir, ".");
+  EXPECT(setenv("CELLPOSE_MODEL_DIR", dir, 1) == 0);
+  EXPECT_STATUS(cp_model_load_shipped("nuclei", &m), CP_OK);
+  cp_model_info info = {.struct_size = sizeof info};
+  EXPECT_STATUS(cp_model_get_info(m, &info), CP_OK);
+  EXPECT(info.diam_mean == 17.0f && info.has_size_model == 1);
+  EXPECT_STATUS(cp_model_free(m), CP_OK);
+  EXPECT(unsetenv("CELLPOSE_MODEL_DIR") == 0);
 }
 
 static void model_from_memory_matches_model_from_file(void) {
@@ -1061,6 +1089,7 @@ int main(int argc, char **argv) {
   if (strcmp(group, "errors") == 0) {
     version_and_status_names();
     model_loading_rejects_bad_input();
+    shipped_models_are_loaded_by_name();
     model_from_memory_matches_model_from_file();
     model_info_respects_struct_size();
     options_reject_bad_values();

@@ -8,7 +8,7 @@ enum { W = 128, H = 128 };
 
 int main(int argc, char **argv) {
   if (argc != 2) {
-    fprintf(stderr, "usage: %s MODEL.onnx\n", argv[0]);
+    fprintf(stderr, "usage: %s MODEL.onnx|nuclei|cyto\n", argv[0]);
     return 2;
   }
   if (cp_abi_version() != CELLPOSE_ABI_VERSION) return 1;
@@ -26,7 +26,8 @@ int main(int argc, char **argv) {
     }
   cp_model *m = NULL;
   cp_session *s = NULL;
-  cp_status st = cp_model_load(argv[1], &m);
+  /* A file name, or the name of a shipped model (found through CELLPOSE_MODEL_DIR). */
+  cp_status st = strchr(argv[1], '.') ? cp_model_load(argv[1], &m) : cp_model_load_shipped(argv[1], &m);
   cp_session_options o;
   if (st == CP_OK) st = cp_session_options_init(&o, sizeof o);
   o.diameter_mode = CP_DIAMETER_PIXELS;

@@ -26,7 +26,8 @@ run() {
   fi
   if "${emulator[@]}" "$@"; then passed=$((passed + 1)); else echo "FAILED: $*"; failed=$((failed + 1)); fi
 }
-run "$work/build/consumer" "$model"
+# The shipped model by name, from the folder the package installs it in.
+CELLPOSE_MODEL_DIR="$prefix/share/cellpose/models" run "$work/build/consumer" nuclei
 run "$work/build/consumer_static" "$model"
 
 libdir=$(dirname "$(find "$prefix" -name cellpose.pc)")

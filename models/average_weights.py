@@ -48,9 +48,10 @@ def average_states(paths: list[Path], expected_epochs: list[int]) -> dict:
     return {k: (v / n).float() if v.is_floating_point() else v for k, v in total.items()}
 
 
-def recompute_batch_norm(net, data, flows, diam, batch_size: int, bsize: int, passes: int, device):
+def recompute_batch_norm(net, data, flows, diam, batch_size: int, bsize: int, passes: int, device, probs=None):
     """Cumulative batch-norm statistics over `passes` passes of augmented training crops
-    (the training augmentation and crop size), replacing the running averages."""
+    (the training augmentation and crop size; images drawn with `probs`, each source's
+    share, when given), replacing the running averages."""
     bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in bns]
     for m in bns:
@@ -60,7 +61,8 @@ def recompute_batch_norm(net, data, flows, diam, batch_size: int, bsize: int, pa
     with torch.no_grad():
         for p in range(passes):
             np.random.seed(10_000 + p)
-            perm = np.random.permutation(len(data))
+            perm = (np.random.permutation(len(data)) if probs is None
+                    else np.random.choice(len(data), len(data), p=probs))
             for k in range(0, len(data), batch_size):
                 inds = perm[k:k + batch_size]
                 x = augmented_batch(inds, data, flows, diam, net.diam_mean.item(), bsize)[0]
@@ -76,7 +78,7 @@ def main():
                     help="comma-separated FIRST-LAST epoch ranges (inclusive), each averaged on its own")
     ap.add_argument("--write", action="store_true", help="write each average as RUN/swa_FIRST_LAST.pth")
     ap.add_argument("--bn-passes", type=int, default=2, help="passes over the training crops for batch norm")
-    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--data", nargs="+", help="the run's sources (default: its config.json's, else dsb2018)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -92,8 +94,16 @@ def main():
             raise SystemExit(f"window {first}-{last}: no snapshot for epochs {missing}")
 
     device = torch.device("cpu")
-    _, _, (tr_data, tr_flows, diam_tr), (va_data, va_flows, diam_va) = \
-        prepare_split(Path(args.data), cfg["val_fraction"], device)
+    data = args.data or cfg.get("data") or [str(DATA)]
+    data = [data] if isinstance(data, str) else data
+    channels = tuple(cfg.get("channels", (0, 0)))
+    _, _, (tr_data, tr_flows, diam_tr, tr_src), (va_data, va_flows, diam_va, va_src) = \
+        prepare_split(data, cfg["val_fraction"], device, channels)
+    weights = ([float(v) for v in cfg["data_weights"].split(",")] if cfg.get("data_weights")
+               else np.bincount(tr_src, minlength=len(data)).astype(float))
+    counts = np.bincount(tr_src, minlength=len(data))
+    probs = np.array([weights[k] / counts[k] for k in tr_src])
+    probs = probs / probs.sum()
     nbase = [int(v) for v in str(cfg["nbase"]).split(",")]
     history = {h["epoch"]: h["val_loss"] for h in json.loads((run / "history.json").read_text())}
 
@@ -107,9 +117,10 @@ def main():
         net = resnet_torch.CPnet(nbase, 3, 3, diam_mean=cfg["diam_mean"]).to(device)
         net.load_state_dict(average_states([run / "snapshots" / f"ep{e}.pth" for e in epochs], epochs))
         recompute_batch_norm(net, tr_data, tr_flows, diam_tr, cfg["batch_size"], cfg["bsize"],
-                             args.bn_passes, device)
-        vl = held_out_loss(net, va_data, va_flows, diam_va, cfg["batch_size"], device)
-        log.info(f"average of epochs {first}..{last} ({len(epochs)}): held-out loss {vl:.4f}")
+                             args.bn_passes, device, probs)
+        vl, per = held_out_loss(net, va_data, va_flows, diam_va, cfg["batch_size"], device, va_src, weights)
+        each = f" ({' '.join(f'{p:.4f}' for p in per)} per source)" if len(data) > 1 else ""
+        log.info(f"average of epochs {first}..{last} ({len(epochs)}): held-out loss {vl:.4f}{each}")
         if args.write:
             out = run / f"swa_{first}_{last}.pth"
             net.save_model(str(out))

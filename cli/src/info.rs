@@ -52,11 +52,10 @@ fn compute(model: &Model) -> String {
     }
 }
 
-pub fn run(path: &Path) -> Result<u8, Fatal> {
+pub fn run(given: &Path) -> Result<u8, Fatal> {
+    // A shipped model's name (`nuclei`, `cyto`) or a file, as `segment --model`.
+    let path = &crate::model_path::resolve(Some(given)).map_err(|m| Fatal::new(EXIT_MODEL, m))?;
     let fatal = |m: String| Fatal::new(EXIT_MODEL, format!("{}: {m}", path.display()));
-    if !path.is_file() {
-        return Err(fatal("model file not found".into()));
-    }
     let (size, sha) = sha256_of(path).map_err(|e| fatal(format!("cannot read file: {e}")))?;
     let model = Model::load(path).map_err(|e| fatal(e.to_string()))?;
     let info = model.info();

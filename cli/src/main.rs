@@ -58,7 +58,7 @@ enum Command {
     },
     /// Describe a model file: metadata, input and output shapes, size, SHA-256.
     Info {
-        /// The ONNX model file.
+        /// The ONNX model file, or a shipped model's name (`nuclei`, `cyto`).
         model: PathBuf,
     },
 }

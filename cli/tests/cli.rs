@@ -653,7 +653,11 @@ fn a_missing_or_corrupt_model_is_a_one_line_error_naming_it() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert_eq!(
         stderr.trim_end(),
-        format!("error: {}: model file not found", missing.display())
+        format!(
+            "error: {}: model file not found (--model names a file, or one of the shipped \
+             models: nuclei, cyto)",
+            missing.display()
+        )
     );
     let corrupt = d.join("corrupt.onnx");
     std::fs::write(&corrupt, b"\x08\x07garbage").unwrap();

@@ -38,7 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from folders import DataError, read_folders, split  # noqa: E402
+from folders import IMAGE_SUFFIXES, DataError, read_folders, split  # noqa: E402
 
 # This project's weights, by the name the library gives the model they became.
 INIT_WEIGHTS = {"nuclei": HERE / "run_light" / "best.pth", "cyto": HERE / "run_cyto" / "best.pth"}
@@ -131,6 +131,12 @@ def main():
         folders = read_folders(args.data, channels, args.min_images)
     except DataError as e:
         raise SystemExit(str(e))
+    if args.data_weights:
+        weights = [float(v) for v in args.data_weights.split(",")]
+        if len(weights) != len(folders):
+            raise SystemExit(f"--data-weights {args.data_weights}: expected {len(folders)} values, one per --data")
+    else:
+        weights = [float(len(split(f, 0.1)[0])) for f in folders]
     held = []
     for f in folders:
         tr, va = split(f, 0.1)
@@ -171,28 +177,42 @@ def main():
         cli = cellpose_cli(args.cellpose_bin)
         for m in (fp32, int8):
             run([cli, "info", m], log)
-        # The held-out images, laid out as a folder `cellpose eval` reads (links, no copies).
-        ho = run_dir / "heldout"
-        pred = run_dir / "heldout_pred"
-        for d in (ho, pred):
-            shutil.rmtree(d, ignore_errors=True)
-            d.mkdir()
-        files = []
-        for f, i in held:
-            n = f.names[i]
-            for suffix in ("_img", "_masks"):
-                src = next(p for p in f.path.iterdir() if p.name[: -len(p.suffix)] == n + suffix) \
-                    if f.path.is_dir() else None
-                if src is None:
-                    raise SystemExit(f"{f.path}: a pack cannot be validated; give the folder")
-                os.symlink(src.resolve(), ho / src.name)
-                if suffix == "_img":
-                    files.append(ho / src.name)
-        run([cli, "segment", *files, "--model", int8, "--out", pred, "--channels", args.channels], log)
-        out = run([cli, "eval", ho, pred], log)
-        m = re.search(r"^AP50=([\d.]+) AP75=([\d.]+) AP90=([\d.]+) AJI=([\d.]+) n=(\d+)", out, re.M)
-        scores = dict(zip(("AP50", "AP75", "AP90", "AJI", "n"), m.groups())) if m else None
+        # The held-out images of each folder, laid out as folders `cellpose eval` reads
+        # (links, no copies), segmented with the int8 file and scored per folder.
+        ho_root = run_dir / "heldout"
+        shutil.rmtree(ho_root, ignore_errors=True)
+        per_folder = []
+        for k, f in enumerate(folders):
+            idx = [i for g, i in held if g is f]
+            if not idx:
+                continue
+            if not f.path.is_dir():
+                raise SystemExit(f"{f.path}: a pack cannot be validated; give the folder")
+            ho, pred = ho_root / str(k), ho_root / f"{k}_pred"
+            ho.mkdir(parents=True)
+            pred.mkdir()
+            files = []
+            for i in idx:
+                for suffix in ("_img", "_masks"):
+                    src = next(p for p in f.path.iterdir()
+                               if p.suffix.lower() in IMAGE_SUFFIXES and p.name[: -len(p.suffix)] == f.names[i] + suffix)
+                    os.symlink(src.resolve(), ho / src.name)
+                    if suffix == "_img":
+                        files.append(ho / src.name)
+            run([cli, "segment", *files, "--model", int8, "--out", pred, "--channels", args.channels], log)
+            out = run([cli, "eval", ho, pred], log)
+            m = re.search(r"^AP50=([\d.]+) AP75=([\d.]+) AP90=([\d.]+) AJI=([\d.]+) n=(\d+)", out, re.M)
+            if m is None:
+                raise SystemExit(f"cellpose eval printed no summary for {ho}; see {log}")
+            per_folder.append({"folder": str(f.path), "weight": weights[k], "n": int(m.group(5)),
+                               **{key: float(v) for key, v in zip(("AP50", "AP75", "AP90", "AJI"), m.groups())}})
+        # Each folder's mean, weighted by its share of training (as the held-out loss).
+        wsum = sum(r["weight"] for r in per_folder)
+        scores = {"per_folder": per_folder, "n": sum(r["n"] for r in per_folder),
+                  **{key: sum(r["weight"] * r[key] for r in per_folder) / wsum for key in ("AP50", "AP75", "AP90", "AJI")}}
         (run_dir / "heldout_scores.json").write_text(json.dumps(scores, indent=1))
+        print(f"held out: AP50 {scores['AP50']:.4f} AP75 {scores['AP75']:.4f} AP90 {scores['AP90']:.4f} "
+              f"(weighted over {len(per_folder)} folders, {scores['n']} images)")
     if "card" in steps:
         if scores is None and (run_dir / "heldout_scores.json").exists():
             scores = json.loads((run_dir / "heldout_scores.json").read_text())
@@ -216,8 +236,13 @@ def main():
                   f"best held-out loss {best['val_loss']:.4f} at epoch {best['epoch']} (kept)",
                   "", "## Held-out scores (Rust pipeline, int8, automatic diameter)", ""]
         if scores:
-            lines += ["| images | AP50 | AP75 | AP90 | AJI |", "|---:|---:|---:|---:|---:|",
-                      f"| {scores['n']} | {scores['AP50']} | {scores['AP75']} | {scores['AP90']} | {scores['AJI']} |"]
+            lines += ["| held-out images of | images | AP50 | AP75 | AP90 | AJI |", "|---|---:|---:|---:|---:|---:|"]
+            for r in scores["per_folder"]:
+                lines.append(f"| `{r['folder']}` | {r['n']} | {r['AP50']:.3f} | {r['AP75']:.3f} | {r['AP90']:.3f} "
+                             f"| {r['AJI']:.3f} |")
+            if len(scores["per_folder"]) > 1:
+                lines.append(f"| all, each folder weighted by its share | {scores['n']} | {scores['AP50']:.3f} "
+                             f"| {scores['AP75']:.3f} | {scores['AP90']:.3f} | {scores['AJI']:.3f} |")
         else:
             lines.append("not measured (run the validate step)")
         lines += ["", f"Use: `cellpose segment IMAGE --model {int8} --channels {args.channels}`", ""]

@@ -91,7 +91,7 @@ class EndToEnd(unittest.TestCase):
             for f in ("tiny.onnx", "tiny_int8.onnx", "tiny.md"):
                 self.assertTrue((out / f).is_file(), f)
             card = (out / "tiny.md").read_text()
-            m = re.search(r"\| 1 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", card)
+            m = re.search(r"\| `[^`]+` \| 1 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", card)
             self.assertIsNotNone(m, card)  # one held-out image, scored by the Rust pipeline
             self.assertIn("3 annotated images, 2 trained on, 1 held out", card)
             info = subprocess.run([str(cli), "info", str(out / "tiny_int8.onnx")], capture_output=True, text=True)

@@ -75,3 +75,48 @@ fn automatic_diameter_is_reported_and_near_the_annotated_size() {
     let ap = average_precision(&truth, &s.labels, &[0.5])[0];
     assert!(ap.ap > 0.5, "AP50 with auto diameter {:.3}", ap.ap);
 }
+
+/// The shipped whole-cell model on a committed usiigaci test image (phase contrast, 16-bit;
+/// MIT notice in tests/data/LICENSE-usiigaci), found by name as the CLI's `--model cyto`,
+/// with automatic diameter as the CLI's default.
+#[test]
+fn shipped_cyto_model_segments_whole_cells_in_phase_contrast() {
+    let model = cellpose::ShippedModel::Cyto.load().unwrap();
+    assert_eq!(model.info().diam_mean, 30.0);
+    assert!(model.info().size_model.is_some());
+    let p = common::read_png(&common::root().join("tests/data/usiigaci_set19_img.png"));
+    assert_eq!((p.width, p.height, p.channels), (512, 511, 1));
+    let truth: Vec<u32> =
+        common::read_png(&common::root().join("tests/data/usiigaci_set19_masks.png"))
+            .data
+            .iter()
+            .map(|&v| v as u32)
+            .collect();
+    let mut seg = Segmenter::new(
+        model,
+        Params {
+            diameter: Diameter::Auto,
+            ..Params::default()
+        },
+    )
+    .unwrap()
+    .with_threads(2)
+    .unwrap();
+    let s = seg
+        .segment(&ImageView::gray_u16(p.width, p.height, &p.data).unwrap())
+        .unwrap();
+    let ap = average_precision(&truth, &s.labels, &[0.5, 0.75]);
+    eprintln!(
+        "cyto: {} cells (76 annotated), diameter {:.1} px (annotated median 22.55), AP50 {:.3}, AP75 {:.3}",
+        s.n_objects, s.diameter_used, ap[0].ap, ap[1].ap
+    );
+    // models/results/cyto_light/rust_int8_auto_usiigaci_test.txt: AP50 0.615, 71 cells,
+    // 19.8 px for this image (the hardest third of the test split; the mean is 0.731).
+    assert!(ap[0].ap > 0.5, "AP50 {:.3}", ap[0].ap);
+    assert!((50..=100).contains(&s.n_objects), "{} cells", s.n_objects);
+    assert!(
+        (s.diameter_used - 22.55).abs() / 22.55 < 0.35,
+        "diameter {}",
+        s.diameter_used
+    );
+}

@@ -751,6 +751,51 @@ fn a_run_without_options_uses_the_shipped_int8_model_with_automatic_diameter() {
 }
 
 #[test]
+fn shipped_models_are_chosen_by_name_and_an_unknown_dir_is_reported() {
+    // `--model cyto` (and `info cyto`) find models/cyto_light_int8.onnx from target/release.
+    let (stdout, _) = succeeds(&["info", "cyto"]);
+    assert!(stdout.contains("cyto_light_int8.onnx"), "{stdout}");
+    assert!(stdout.contains("cellpose.diam_mean = 30"), "{stdout}");
+    let out = scratch("cyto");
+    let img = data("usiigaci_set19_img.png");
+    let (stdout, stderr) = succeeds(&["segment", s(&img), "--model", "cyto", "--out", s(&out)]);
+    assert!(stderr.contains("cyto_light_int8.onnx"), "{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("usiigaci_set19"))
+        .unwrap_or("");
+    let n: u32 = line
+        .split(": ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no object count in {stdout}"));
+    assert!(
+        (40..=120).contains(&n),
+        "{n} cells found; 76 annotated: {line}"
+    );
+    // The model's folder given wrong: the shipped model is looked for elsewhere, and a
+    // missing one names the places tried.
+    let o = Command::new(env!("CARGO_BIN_EXE_cellpose"))
+        .env("CELLPOSE_MODEL_DIR", "/nonexistent-models")
+        .args(["info", "nuclei"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "the checkout's models/ is searched after CELLPOSE_MODEL_DIR"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_cellpose"))
+        .env("CELLPOSE_MODEL", "cyto3")
+        .args(["segment", s(&img), "--out", s(&out)])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let stderr = text(&o.stderr);
+    assert!(stderr.contains("cyto3: model file not found (CELLPOSE_MODEL names a file, or one of the shipped models: nuclei, cyto)"), "{stderr}");
+}
+
+#[test]
 fn info_describes_the_shipped_model() {
     use sha2::Digest;
     let o = cellpose(&["info", s(&model())]);

@@ -1,0 +1,31 @@
+//! What every target checks of a result: labels within bounds and an object count that
+//! matches the label image (every label 1..=n present, none above).
+
+use std::sync::OnceLock;
+
+use cellpose::Model;
+
+/// The shipped nuclei model, loaded once per process.
+pub fn model() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/nuclei_light_int8.onnx");
+        Model::load(path).expect("the shipped model loads")
+    })
+}
+
+/// Panics (a finding) unless `labels` holds exactly the labels 1..=n (and 0).
+pub fn check_labels<L: Copy + Into<u64>>(labels: &[L], n: u64, what: &str) {
+    let mut seen = vec![false; n as usize + 1];
+    for &l in labels {
+        let l: u64 = l.into();
+        assert!(l <= n, "{what}: label {l} above the object count {n}");
+        seen[l as usize] = true;
+    }
+    let missing = (1..=n as usize).filter(|&i| !seen[i]).count();
+    assert_eq!(missing, 0, "{what}: {missing} of {n} labels absent from the label image");
+}
+
+/// Network input side after rescaling, capped so that one execution stays in milliseconds:
+/// the target returns early above it (big rescales are covered by the unit tests).
+pub const MAX_RESCALED_SIDE: f32 = 320.0;

@@ -1,0 +1,114 @@
+//! The Rust frame API: arbitrary width, height, row stride, pixel type, channels, layout,
+//! sample values (NaN, infinities, extremes) and parameters through `ImageView::new` and
+//! `Segmenter::segment_into`, reusing one segmenter (as acquisition does) across inputs.
+#![no_main]
+
+use std::cell::RefCell;
+
+use arbitrary::Arbitrary;
+use cellpose::{ChannelLayout, Diameter, ImageView, Params, PixelType, Segmentation, Segmenter};
+use libfuzzer_sys::fuzz_target;
+
+#[path = "common.rs"]
+mod common;
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    width: u8,
+    height: u8,
+    stride_pad: u8,
+    pixel: u8,
+    channels: u8,
+    interleaved: bool,
+    diameter: Option<f32>,
+    auto: bool,
+    flow_threshold: f32,
+    cellprob_threshold: f32,
+    min_size: i16,
+    niter: Option<u16>,
+    tile_overlap: f32,
+    augment: bool,
+    percentiles: (f32, f32),
+    normalize: bool,
+    invert: bool,
+    interp: bool,
+    resample: bool,
+    samples: Vec<u8>,
+}
+
+thread_local! {
+    static STATE: RefCell<Option<(Segmenter, Segmentation)>> = const { RefCell::new(None) };
+}
+
+fuzz_target!(|input: Input| {
+    let model = common::model();
+    let pixel = [PixelType::U8, PixelType::U16, PixelType::F32][input.pixel as usize % 3];
+    let (w, h, c) = (input.width as usize, input.height as usize, input.channels as usize % 4);
+    let layout = if input.interleaved { ChannelLayout::Interleaved } else { ChannelLayout::Planar };
+    let row = w * pixel.bytes() * if input.interleaved { c.max(1) } else { 1 };
+    let stride = row + input.stride_pad as usize % 9;
+    // Samples come from the input, aligned for their type (the C layer checks alignment).
+    let mut buf = vec![0u32; input.samples.len().div_ceil(4)];
+    bytemuck_fill(&mut buf, &input.samples);
+    let bytes: &[u8] = &bytes_of(&buf)[..input.samples.len()];
+    let Ok(frame) = ImageView::new(bytes, w, h, c, pixel, layout, stride) else {
+        return;
+    };
+    let diameter = match (input.auto, input.diameter) {
+        (true, _) => Diameter::Auto,
+        (false, Some(d)) => Diameter::Pixels(d),
+        (false, None) => Diameter::ModelDefault,
+    };
+    if let Diameter::Pixels(d) = diameter {
+        let side = w.max(h) as f32 * model.info().diam_mean / d;
+        if !(side <= common::MAX_RESCALED_SIDE) {
+            return;
+        }
+    }
+    let params = Params {
+        diameter,
+        flow_threshold: input.flow_threshold,
+        cellprob_threshold: input.cellprob_threshold,
+        min_size: input.min_size as i32,
+        niter: input.niter.map(|n| n as u32 % 2000),
+        tile_overlap: input.tile_overlap,
+        augment: input.augment,
+        percentiles: input.percentiles,
+        normalize: input.normalize,
+        invert: input.invert,
+        interp: input.interp,
+        resample: input.resample,
+        ..Params::default()
+    };
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.is_none() {
+            *s = Some((Segmenter::new(model.clone(), Params::default()).unwrap(), Segmentation::default()));
+        }
+        let (seg, out) = s.as_mut().unwrap();
+        if seg.set_params(params).is_err() {
+            return;
+        }
+        if seg.segment_into(&frame, out).is_ok() {
+            assert_eq!((out.width, out.height), (w, h));
+            assert_eq!(out.labels.len(), w * h);
+            assert_eq!(out.flows.len(), 2 * w * h);
+            assert_eq!(out.cell_prob.len(), w * h);
+            assert!(out.diameter_used.is_finite() && out.diameter_used > 0.0, "{}", out.diameter_used);
+            common::check_labels(&out.labels, out.n_objects as u64, "frame");
+        }
+    });
+});
+
+fn bytemuck_fill(dst: &mut [u32], src: &[u8]) {
+    for (i, chunk) in src.chunks(4).enumerate() {
+        let mut b = [0u8; 4];
+        b[..chunk.len()].copy_from_slice(chunk);
+        dst[i] = u32::from_ne_bytes(b);
+    }
+}
+
+fn bytes_of(v: &[u32]) -> &[u8] {
+    // SAFETY: u32 has no padding and any byte is a valid u8; the length is the same memory.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len() * 4) }
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Seeds of the `model_from_bytes` fuzz target: small ONNX files of the Cellpose network
+(offline tooling; needs torch, onnx and cellpose==3.1.1.3, as models/).
+
+A randomly initialised CPnet with tiny widths (2, 4, 8, 8, 8) exported as the shipped
+models are (`models/export.py`, with a size model), its int8 form with activation scales
+(`models/quantize.py`), and damaged copies: truncated, metadata edited to invalid values,
+a size model of the wrong length. Each is a few tens of kB, so that libFuzzer mutates them
+quickly (the shipped 2 MB files are added as seeds by `fuzz/README.md`'s command, not
+committed twice).
+
+    python fuzz/make_seeds.py fuzz/corpus/model_from_bytes
+"""
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from cellpose import resnet_torch
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def main():
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    net = resnet_torch.CPnet([2, 4, 8, 8, 8], 3, 3, diam_mean=17.0)
+    net.diam_labels.data = torch.Tensor([20.0])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ck = tmp / "tiny.pth"
+        net.save_model(str(ck))
+        size = tmp / "size.npy"
+        np.save(size, {"A": np.linspace(-0.1, 0.1, 8, dtype=np.float32), "smean": np.zeros(8, np.float32),
+                       "ymean": np.float32(0.1), "diam_mean": 17.0, "l2": np.float32(1)})
+        fp32, int8 = out / "tiny.onnx", out / "tiny_int8.onnx"
+        py = sys.executable
+        subprocess.run([py, MODELS / "export.py", "--checkpoint", ck, "--out", fp32, "--size-model", size,
+                        "--version", "fuzz-seed"], check=True)
+        subprocess.run([py, MODELS / "quantize.py", "--model", fp32, "--out", int8, "--mode", "weights",
+                        "--calibrate", "4"], check=True)
+    raw = fp32.read_bytes()
+    (out / "tiny_truncated.onnx").write_bytes(raw[: len(raw) // 2])
+    (out / "tiny_header_only.onnx").write_bytes(raw[:64])
+    for name, edits in {
+        "tiny_bad_diam_mean.onnx": {"cellpose.diam_mean": "-3"},
+        "tiny_nan_diam_labels.onnx": {"cellpose.diam_labels": "nan"},
+        "tiny_short_size_model.onnx": {"cellpose.size_model.A": "0.1,0.2"},
+        "tiny_bad_int8_scales.onnx": {"cellpose.int8.input_scales": "nonexistent=1,x=-1"},
+    }.items():
+        m = onnx.load(str(int8 if "int8" in name else fp32))
+        for p in m.metadata_props:
+            if p.key in edits:
+                p.value = edits.pop(p.key)
+        for k, v in edits.items():
+            e = m.metadata_props.add()
+            e.key, e.value = k, v
+        onnx.save(m, str(out / name))
+    for p in sorted(out.iterdir()):
+        print(f"{p.name}: {p.stat().st_size} bytes")
+
+
+if __name__ == "__main__":
+    main()

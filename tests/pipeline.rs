@@ -77,17 +77,17 @@ fn automatic_diameter_is_reported_and_near_the_annotated_size() {
 }
 
 /// The shipped whole-cell model on a committed usiigaci test image (phase contrast, 16-bit;
-/// MIT notice in tests/data/LICENSE-usiigaci), found by name as the CLI's `--model cyto`,
+/// MIT notice in tests/data/cells/LICENSE-usiigaci), found by name as the CLI's `--model cyto`,
 /// with automatic diameter as the CLI's default.
 #[test]
 fn shipped_cyto_model_segments_whole_cells_in_phase_contrast() {
     let model = cellpose::ShippedModel::Cyto.load().unwrap();
     assert_eq!(model.info().diam_mean, 30.0);
     assert!(model.info().size_model.is_some());
-    let p = common::read_png(&common::root().join("tests/data/usiigaci_set19_img.png"));
+    let p = common::read_png(&common::root().join("tests/data/cells/usiigaci_set19_img.png"));
     assert_eq!((p.width, p.height, p.channels), (512, 511, 1));
     let truth: Vec<u32> =
-        common::read_png(&common::root().join("tests/data/usiigaci_set19_masks.png"))
+        common::read_png(&common::root().join("tests/data/cells/usiigaci_set19_masks.png"))
             .data
             .iter()
             .map(|&v| v as u32)

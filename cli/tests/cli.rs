@@ -757,7 +757,7 @@ fn shipped_models_are_chosen_by_name_and_an_unknown_dir_is_reported() {
     assert!(stdout.contains("cyto_light_int8.onnx"), "{stdout}");
     assert!(stdout.contains("cellpose.diam_mean = 30"), "{stdout}");
     let out = scratch("cyto");
-    let img = data("usiigaci_set19_img.png");
+    let img = data("cells/usiigaci_set19_img.png");
     let (stdout, stderr) = succeeds(&["segment", s(&img), "--model", "cyto", "--out", s(&out)]);
     assert!(stderr.contains("cyto_light_int8.onnx"), "{stderr}");
     let line = stdout

@@ -94,7 +94,8 @@ def main():
     ap.add_argument("--channels", default="0,0", metavar="C,N",
                     help="channel to segment and nucleus channel, as the CLI's --channels (default 0,0: gray)")
     ap.add_argument("--diam-mean", type=float, default=30.0,
-                    help="object diameter the images are rescaled to in training (reference: 30 whole cells, 17 nuclei)")
+                    help="object diameter the images are rescaled to in training (default 30, the reference's "
+                    "whole-cell value; 17 for nuclei, whatever --init is)")
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--lr", type=float, default=0.005)
     ap.add_argument("--bsize", type=int, default=160, help="training crop side (reference: 224)")

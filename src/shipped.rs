@@ -48,8 +48,8 @@ impl ShippedModel {
         }
     }
 
-    /// File name of the model (the int8 file: same accuracy as the fp32 one, a third of
-    /// its size).
+    /// File name of the model: the int8 file (a third of the fp32 file's size; the model
+    /// cards in `models/README.md` give its accuracy beside the fp32 file's).
     pub fn file_name(self) -> &'static str {
         match self {
             ShippedModel::Nuclei => "nuclei_light_int8.onnx",

@@ -31,22 +31,24 @@ from export import load_net  # noqa: E402
 from train import load_split, parse_channels  # noqa: E402
 
 
-def balanced(items, src, weights):
-    """`items` (images or labels, one per image of source `src[i]`) repeated so that each
-    source holds about its share (`weights`) of the list, as training drew its crops: a
-    small source is repeated (each repeat is another random crop), nothing is dropped."""
+def repeats(src, weights):
+    """How many times each image (of source `src[i]`) is used so that each source holds
+    about its share (`weights`) of the crops, as training drew them: a small source is
+    repeated (each repeat is another random crop), nothing is dropped. None: once each."""
     if weights is None:
-        return list(items)
+        return None
     counts = np.bincount(src, minlength=len(weights))
     w = np.asarray(weights, float) / np.sum(weights)
     # Copies of each source's images so that its count / total ≈ its share.
     target = max(counts[k] / w[k] for k in range(len(w)) if w[k] > 0 and counts[k] > 0)
     reps = [int(round(target * w[k] / counts[k])) if counts[k] else 0 for k in range(len(w))]
-    return [x for x, k in zip(items, src) for _ in range(max(1, reps[k]))]
+    return [max(1, reps[k]) for k in src]
 
 
-def crop_styles(net, device, imgs, lbls, epochs, bsize, batch_size, seed0, channels=(0, 0)):
-    """Style vectors and log-diameter targets (relative to diam_mean) of random crops."""
+def crop_styles(net, device, imgs, lbls, epochs, bsize, batch_size, seed0, channels=(0, 0), reps=None):
+    """Style vectors and log-diameter targets (relative to diam_mean) of random crops;
+    image i is used `reps[i]` times an epoch (once without `reps`). Flows and diameters are
+    computed once per image, not per repeat."""
     diam_mean = net.diam_mean.item()
     norm = dict(models.normalize_default)
     norm["normalize"] = True
@@ -54,6 +56,9 @@ def crop_styles(net, device, imgs, lbls, epochs, bsize, batch_size, seed0, chann
         train_data=imgs, train_labels=lbls, channels=list(channels), normalize_params=norm,
         min_train_masks=1, device=torch.device("cpu"))
     data = train._reshape_norm(data, channels=list(channels), normalize_params=norm)
+    if reps is not None:
+        idx = [i for i, r in enumerate(reps) for _ in range(r)]
+        data, diam = [data[i] for i in idx], np.asarray(diam)[idx]
     n = len(data)
     styles, ys = [], []
     for ep in range(epochs):
@@ -111,11 +116,10 @@ def main():
     diam_mean = net.diam_mean.item()
     _, _, (imgs, lbls), (va_imgs, va_lbls), tr_src, va_src = load_split(args.data, args.val_fraction, args.channels)
     w = [float(v) for v in args.data_weights.split(",")] if args.data_weights else None
-    imgs, lbls = balanced(imgs, tr_src, w), balanced(lbls, tr_src, w)
-    va_imgs, va_lbls = balanced(va_imgs, va_src, w), balanced(va_lbls, va_src, w)
-    S, y = crop_styles(net, device, imgs, lbls, args.epochs, args.bsize, args.batch_size, 0, args.channels)
+    S, y = crop_styles(net, device, imgs, lbls, args.epochs, args.bsize, args.batch_size, 0, args.channels,
+                       repeats(tr_src, w))
     Sv, yv = crop_styles(net, device, va_imgs, va_lbls, args.held_out_epochs, args.bsize, args.batch_size, 1000,
-                         args.channels)
+                         args.channels, repeats(va_src, w))
     print(f"std of target: training crops {np.std(y):.3f}, held-out crops {np.std(yv):.3f}")
     best = None
     for lam in (float(v) for v in args.l2.split(",")):

@@ -79,9 +79,26 @@ pub fn masks_to_flows_into(
 ) {
     assert!(labels.len() == height * width && out.len() == 2 * height * width);
     out.fill(0.0);
+    let (dy_out, dx_out) = out.split_at_mut(height * width);
+    for_each_mask_flow(labels, height, width, scratch, |_, o, dy, dx| {
+        dy_out[o] = dy;
+        dx_out[o] = dx;
+    });
+}
+
+/// The flows of the masks, pixel by pixel: `visit(label, pixel index, dy, dx)` for every
+/// labelled pixel, label after label, each label's pixels in row-major order. Nothing of
+/// image size is written, so [`flow_errors`] needs no flow image of its own.
+fn for_each_mask_flow(
+    labels: &[u32],
+    height: usize,
+    width: usize,
+    scratch: &mut FlowScratch,
+    mut visit: impl FnMut(u32, usize, f32, f32),
+) {
+    assert!(labels.len() == height * width);
     let mut boxes = std::mem::take(&mut scratch.boxes);
     label_boxes(labels, width, &mut boxes);
-    let (dy_out, dx_out) = out.split_at_mut(height * width);
     for (li, b) in boxes.iter().enumerate() {
         let Some((y0, x0, y1, x1)) = *b else { continue };
         let label = li as u32 + 1;
@@ -138,8 +155,7 @@ pub fn masks_to_flows_into(
             let dx = t[i + 1] - t[i - 1];
             let norm = 1e-60 + (dy * dy + dx * dx).sqrt();
             let o = (y0 + y - 1) * width + x0 + x - 1;
-            dy_out[o] = (dy / norm) as f32;
-            dx_out[o] = (dx / norm) as f32;
+            visit(label, o, (dy / norm) as f32, (dx / norm) as f32);
         }
     }
     scratch.boxes = boxes;
@@ -243,43 +259,37 @@ pub fn flow_errors<'s>(
     height: usize,
     width: usize,
     scratch: &'s mut FlowScratch,
-    mask_flows: &mut Vec<f32>,
 ) -> &'s [f64] {
     let npix = height * width;
-    mask_flows.resize(2 * npix, 0.0);
-    masks_to_flows_into(labels, height, width, scratch, mask_flows);
+    assert!(net_flows.len() == 2 * npix);
     let max = labels.iter().copied().max().unwrap_or(0) as usize;
-    let FlowScratch {
-        sums,
-        counts,
-        errors,
-        ..
-    } = scratch;
+    let mut sums = std::mem::take(&mut scratch.sums);
+    let mut counts = std::mem::take(&mut scratch.counts);
     sums.clear();
     sums.resize(max, [0.0; 2]);
     counts.clear();
     counts.resize(max, 0);
-    for i in 0..npix {
-        let l = labels[i] as usize;
-        if l == 0 {
-            continue;
-        }
+    // Each label's pixels arrive in row-major order, the order of a whole-image pass, so the
+    // sums are the same to the last bit.
+    for_each_mask_flow(labels, height, width, scratch, |l, i, dy, dx| {
+        let l = l as usize;
         counts[l - 1] += 1;
-        for c in 0..2 {
-            let d = mask_flows[c * npix + i] as f64
-                - (net_flows[c * npix + i] / crate::dynamics::FLOW_SCALE) as f64;
+        for (c, f) in [dy, dx].into_iter().enumerate() {
+            let d = f as f64 - (net_flows[c * npix + i] / crate::dynamics::FLOW_SCALE) as f64;
             sums[l - 1][c] += d * d;
         }
-    }
-    errors.clear();
-    errors.extend((0..max).map(|l| {
+    });
+    scratch.errors.clear();
+    scratch.errors.extend((0..max).map(|l| {
         if counts[l] == 0 {
             0.0
         } else {
             sums[l][0] / counts[l] as f64 + sums[l][1] / counts[l] as f64
         }
     }));
-    errors
+    scratch.sums = sums;
+    scratch.counts = counts;
+    &scratch.errors
 }
 
 #[cfg(test)]
@@ -370,7 +380,7 @@ mod tests {
         let f = masks_to_flows(&labels, h, w);
         let net: Vec<f32> = f.iter().map(|v| v * 5.0).collect();
         let mut scratch = FlowScratch::default();
-        let e = flow_errors(&labels, &net, h, w, &mut scratch, &mut Vec::new());
+        let e = flow_errors(&labels, &net, h, w, &mut scratch);
         assert!(e.iter().all(|v| *v < 1e-10), "{e:?}");
     }
 }

@@ -38,7 +38,6 @@ pub struct MaskFormation {
     masked_flow: Vec<f32>,
     mask_scratch: MaskScratch,
     flow_scratch: FlowScratch,
-    mask_flows: Vec<f32>,
     drop: Vec<bool>,
     label_scratch: LabelScratch,
     diameter_counts: Vec<u64>,
@@ -76,7 +75,6 @@ impl MaskFormation {
             reserve_total(v, npix);
         }
         reserve_total(&mut self.masked_flow, 2 * npix);
-        reserve_total(&mut self.mask_flows, 2 * npix);
         reserve_total(&mut self.drop, self.label_bound + 1);
         self.mask_scratch.reserve_for(h, w);
         self.flow_scratch.reserve_for(h, w, self.label_bound);
@@ -146,7 +144,7 @@ impl MaskFormation {
             None => run(),
         }
         self.dropped.too_large = masks::labels_from_positions(
-            &self.end_y,
+            &mut self.end_y,
             &self.end_x,
             &self.moving_idx,
             h,
@@ -156,14 +154,7 @@ impl MaskFormation {
             labels,
         );
         if params.flow_threshold > 0.0 && labels.iter().any(|&l| l > 0) {
-            let errors = flows::flow_errors(
-                labels,
-                flows,
-                h,
-                w,
-                &mut self.flow_scratch,
-                &mut self.mask_flows,
-            );
+            let errors = flows::flow_errors(labels, flows, h, w, &mut self.flow_scratch);
             self.drop.clear();
             self.drop.push(false);
             self.drop

@@ -6,8 +6,6 @@
 
 use crate::scratch::reserve_total;
 
-/// Margin added around the histogram of final positions (reference `rpad`).
-const RPAD: usize = 20;
 /// A histogram bin must hold more than this many pixels to seed a mask.
 const SEED_MIN_COUNT: u32 = 10;
 /// Bins with more than this many pixels are grown into a seed's mask.
@@ -27,10 +25,6 @@ pub fn max_labels(npix: usize) -> usize {
 /// Reusable buffers of [`labels_from_positions`].
 #[derive(Default, Debug, Clone)]
 pub struct MaskScratch {
-    hist: Vec<u32>,
-    hmax: Vec<u32>,
-    tmp: Vec<u32>,
-    seed_map: Vec<u32>,
     seeds: Vec<(u32, usize)>,
     counts: Vec<usize>,
     keep: Vec<bool>,
@@ -41,16 +35,7 @@ impl MaskScratch {
     /// Sizes every buffer for a `height × width` grid, so that no later call on a grid of
     /// that size allocates, whatever the number of objects.
     pub fn reserve_for(&mut self, height: usize, width: usize) {
-        let bins = (height + 2 * RPAD) * (width + 2 * RPAD);
         let labels = max_labels(height * width) + 1;
-        for v in [
-            &mut self.hist,
-            &mut self.hmax,
-            &mut self.tmp,
-            &mut self.seed_map,
-        ] {
-            reserve_total(v, bins);
-        }
         reserve_total(&mut self.seeds, labels);
         reserve_total(&mut self.counts, labels);
         reserve_total(&mut self.keep, labels);
@@ -83,36 +68,23 @@ impl LabelScratch {
     }
 }
 
-/// Separable max filter (odd kernel, window clipped at the borders) over a `h × w` grid.
-fn max_filter(src: &[u32], h: usize, w: usize, k: usize, tmp: &mut Vec<u32>, out: &mut Vec<u32>) {
-    let r = k / 2;
-    tmp.clear();
-    tmp.resize(h * w, 0);
-    out.clear();
-    out.resize(h * w, 0);
-    for y in 0..h {
-        for x in 0..w {
-            let (a, b) = (y.saturating_sub(r), (y + r).min(h - 1));
-            tmp[y * w + x] = (a..=b).map(|yy| src[yy * w + x]).max().unwrap_or(0);
-        }
-    }
-    for y in 0..h {
-        for x in 0..w {
-            let (a, b) = (x.saturating_sub(r), (x + r).min(w - 1));
-            out[y * w + x] = (a..=b).map(|xx| tmp[y * w + xx]).max().unwrap_or(0);
-        }
-    }
-}
-
 /// Labels every moving pixel by the sink its final position fell into.
 ///
 /// `pos_y/pos_x` are the truncated final positions of the pixels `pixel_index` (row-major
 /// indices) of a `height × width` image. Writes labels 1..N (0 elsewhere) into `labels`,
 /// after removing masks larger than `max_size_fraction` of the image; returns how many masks
-/// that rule removed.
+/// that rule removed. `pos_y` is overwritten (it holds each pixel's label for a while).
+///
+/// Reference `get_masks_torch`: a histogram of the final positions (padded by `rpad` bins),
+/// seeds at bins holding more than [`SEED_MIN_COUNT`] pixels that are the maximum of their
+/// 5×5 neighbourhood, each seed grown by five 3×3 dilations inside its 11×11 patch over bins
+/// holding more than [`GROW_MIN_COUNT`] pixels, painted in order of count. Only `labels`
+/// is image-sized here: it holds the histogram, then the seed map, then the labels. Bins
+/// outside the image are always empty, so treating them as zero instead of padding gives the
+/// reference's seeds and masks, and row-major order (the tie-break) is the padded one.
 #[allow(clippy::too_many_arguments)]
 pub fn labels_from_positions(
-    pos_y: &[u32],
+    pos_y: &mut [u32],
     pos_x: &[u32],
     pixel_index: &[u32],
     height: usize,
@@ -121,44 +93,62 @@ pub fn labels_from_positions(
     scratch: &mut MaskScratch,
     labels: &mut [u32],
 ) -> u32 {
-    labels.fill(0);
-    let (hh, hw) = (height + 2 * RPAD, width + 2 * RPAD);
+    let (h, w) = (height, width);
+    assert!(labels.len() == h * w && pos_y.len() == pos_x.len());
     let MaskScratch {
-        hist,
-        hmax,
-        tmp,
-        seed_map,
         seeds,
         counts,
         keep,
         map,
     } = scratch;
-    hist.clear();
-    hist.resize(hh * hw, 0);
+    let hist = labels;
+    hist.fill(0);
     for (&y, &x) in pos_y.iter().zip(pos_x) {
-        hist[(y as usize + RPAD) * hw + x as usize + RPAD] += 1;
+        hist[y as usize * w + x as usize] += 1;
     }
-    max_filter(hist, hh, hw, PEAK_KERNEL, tmp, hmax);
-    // Seeds: bins that are their neighbourhood's maximum and hold enough pixels, sorted by
-    // count ascending (row-major position breaks ties) so larger sinks are painted last.
+    // Seeds: bins above the count that no bin within ±2 exceeds, sorted by count ascending
+    // (row-major position breaks ties) so larger sinks are painted last.
+    let r = PEAK_KERNEL / 2;
     seeds.clear();
-    seeds.extend(
-        (0..hh * hw)
-            .filter(|&i| hist[i] > SEED_MIN_COUNT && hist[i] == hmax[i])
-            .map(|i| (hist[i], i)),
-    );
+    for (i, &c) in hist.iter().enumerate() {
+        if c <= SEED_MIN_COUNT {
+            continue;
+        }
+        let (y, x) = (i / w, i % w);
+        let (x0, x1) = (x.saturating_sub(r), (x + r).min(w - 1));
+        let peak = (y.saturating_sub(r)..=(y + r).min(h - 1))
+            .all(|yy| hist[yy * w + x0..=yy * w + x1].iter().all(|&v| v <= c));
+        if peak {
+            seeds.push((c, i));
+        }
+    }
     if seeds.is_empty() {
+        hist.fill(0);
         return 0;
     }
     // Unstable sort: the keys are distinct (positions differ), and it does not allocate.
     seeds.sort_unstable_by_key(|&(c, i)| (c, i));
-    seed_map.clear();
-    seed_map.resize(hh * hw, 0);
+    // From here on the counts matter only as "more than GROW_MIN_COUNT" (a bin seeds may grow
+    // over): such bins become UNPAINTED, the others 0, and painting a bin with seed k + 1
+    // keeps it nonzero, so the histogram becomes the seed map in place.
+    const UNPAINTED: u32 = u32::MAX;
+    for v in hist.iter_mut() {
+        *v = if *v > GROW_MIN_COUNT { UNPAINTED } else { 0 };
+    }
+    let seed_map = hist;
     let mut grow = [0u8; PATCH * PATCH];
     let mut next = [0u8; PATCH * PATCH];
+    let mut open = [0u8; PATCH * PATCH];
     let c = PATCH / 2;
     for (k, &(_, si)) in seeds.iter().enumerate() {
-        let (sy, sx) = (si / hw, si % hw);
+        let (sy, sx) = (si / w, si % w);
+        // Patch bins a seed may grow over (none outside the image).
+        for py in 0..PATCH {
+            for px in 0..PATCH {
+                let (gy, gx) = ((sy + py).wrapping_sub(c), (sx + px).wrapping_sub(c));
+                open[py * PATCH + px] = (gy < h && gx < w && seed_map[gy * w + gx] != 0) as u8;
+            }
+        }
         grow.fill(0);
         grow[c * PATCH + c] = 1;
         for _ in 0..GROW_ITERS {
@@ -170,8 +160,7 @@ pub fn labels_from_positions(
                             m |= grow[yy * PATCH + xx];
                         }
                     }
-                    let (gy, gx) = (sy + py - c, sx + px - c);
-                    next[py * PATCH + px] = m & (hist[gy * hw + gx] > GROW_MIN_COUNT) as u8;
+                    next[py * PATCH + px] = m & open[py * PATCH + px];
                 }
             }
             grow = next;
@@ -179,13 +168,21 @@ pub fn labels_from_positions(
         for py in 0..PATCH {
             for px in 0..PATCH {
                 if grow[py * PATCH + px] != 0 {
-                    seed_map[(sy + py - c) * hw + sx + px - c] = k as u32 + 1;
+                    // Grown bins are open, so inside the image.
+                    seed_map[(sy + py - c) * w + sx + px - c] = k as u32 + 1;
                 }
             }
         }
     }
-    for ((&y, &x), &pi) in pos_y.iter().zip(pos_x).zip(pixel_index) {
-        labels[pi as usize] = seed_map[(y as usize + RPAD) * hw + x as usize + RPAD];
+    // Each moving pixel's label, parked in its `pos_y` slot while the map is still needed.
+    for (y, &x) in pos_y.iter_mut().zip(pos_x) {
+        let l = seed_map[*y as usize * w + x as usize];
+        *y = if l == UNPAINTED { 0 } else { l };
+    }
+    let labels = seed_map;
+    labels.fill(0);
+    for (&l, &pi) in pos_y.iter().zip(pixel_index) {
+        labels[pi as usize] = l;
     }
     let nseeds = seeds.len();
     counts.clear();
@@ -537,8 +534,9 @@ mod tests {
         let py: Vec<u32> = (0..30).map(|i| if i < 15 { 5 } else { 14 }).collect();
         let px = py.clone();
         let mut labels = vec![0; h * w];
+        let mut py = py;
         labels_from_positions(
-            &py,
+            &mut py,
             &px,
             &idx,
             h,
@@ -557,7 +555,7 @@ mod tests {
         let mut labels = vec![0; 100];
         let idx: Vec<u32> = (0..10).collect();
         labels_from_positions(
-            &[3; 10],
+            &mut [3; 10],
             &[3; 10],
             &idx,
             10,

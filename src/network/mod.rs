@@ -79,20 +79,21 @@ impl Drop for RunMarker {
 #[derive(Default)]
 pub struct NetworkScratch {
     batch: Vec<f32>,
-    padded: Vec<f32>,
-    net_out: Vec<f32>,
-    extended: Vec<f32>,
     blender: TileBlender,
     /// The tiling of the current image, rebuilt in place for each run.
     grid: TileGrid,
-    /// Network outputs of the tiles run side by side (see [`run_grid`]), in tile order.
+    /// Network outputs of one round of tiles run side by side (see [`run_grid`]), one a thread.
     tile_outputs: Vec<Option<TVec<TValue>>>,
 }
 
 /// Pads `img` (`2 × height × width`, normalised and rescaled) as the reference does
-/// (`preprocess::pad_for`), runs [`run_tiled`] on it, and writes the `3 × height × width`
-/// outputs cropped back to the image into `out` and the normalised style into `style`
-/// (reference `core.run_net` for one image).
+/// (`preprocess::pad_for`), runs the tiles over it, and writes the `3 × height × width`
+/// blended outputs of the image (its padding cut off) into `out` and the normalised style
+/// into `style` (reference `core.run_net` for one image).
+///
+/// The padding is virtual: tiles read zeros outside the image, and the blended outputs are
+/// accumulated for the image's pixels only, so the memory beyond the input and `out` is the
+/// network's own per tile.
 #[allow(clippy::too_many_arguments)]
 pub fn run_padded(
     model: &Model,
@@ -110,105 +111,41 @@ pub fn run_padded(
     let (py0, py1) = crate::preprocess::pad_for(height);
     let (px0, px1) = crate::preprocess::pad_for(width);
     let (ph, pw) = (height + py0 + py1, width + px0 + px1);
-    let mut padded = std::mem::take(&mut scratch.padded);
-    let mut net_out = std::mem::take(&mut scratch.net_out);
-    padded.clear();
-    padded.resize(IN_CHANNELS * ph * pw, 0.0);
-    for c in 0..IN_CHANNELS {
-        for y in 0..height {
-            let d0 = c * ph * pw + (y + py0) * pw + px0;
-            let s0 = (c * height + y) * width;
-            padded[d0..d0 + width].copy_from_slice(&img[s0..s0 + width]);
-        }
-    }
-    net_out.resize(OUT_CHANNELS * ph * pw, 0.0);
-    let result = run_tiled(
-        model,
-        &padded,
-        ph,
-        pw,
-        augment,
-        tile_overlap,
-        batch_size,
-        executor,
-        scratch,
-        &mut net_out,
-        style,
-    );
-    if result.is_ok() {
-        out.resize(OUT_CHANNELS * height * width, 0.0);
-        for c in 0..OUT_CHANNELS {
-            for y in 0..height {
-                let s0 = c * ph * pw + (y + py0) * pw + px0;
-                let d0 = (c * height + y) * width;
-                out[d0..d0 + width].copy_from_slice(&net_out[s0..s0 + width]);
-            }
-        }
-    }
-    scratch.padded = padded;
-    scratch.net_out = net_out;
-    result
-}
-
-/// Runs the model on `img` (`2 × height × width`, already normalised, resized and padded)
-/// and writes `3 × height × width` blended outputs to `out` and the normalised style to
-/// `style`.
-#[allow(clippy::too_many_arguments)]
-pub fn run_tiled(
-    model: &Model,
-    img: &[f32],
-    height: usize,
-    width: usize,
-    augment: bool,
-    tile_overlap: f32,
-    batch_size: usize,
-    executor: Option<&tract_linalg::multithread::Executor>,
-    scratch: &mut NetworkScratch,
-    out: &mut [f32],
-    style: &mut Vec<f32>,
-) -> Result<(), ModelError> {
     // Rebuilt in place: cheap arithmetic, and no allocation once the corner lists have held
     // the most tiles seen (a cache by shape would miss on every automatic-diameter scale).
     let mut grid = std::mem::take(&mut scratch.grid);
-    grid.rebuild(height, width, augment, tile_overlap);
+    // Augmentation tiles cover at least one tile: the grid's canvas is then larger than the
+    // padded image, and zero there too.
+    grid.rebuild(ph, pw, augment, tile_overlap);
+    let image = tiling::Region {
+        y0: py0,
+        x0: px0,
+        height,
+        width,
+    };
     let result = run_grid(
-        model, img, height, width, &grid, batch_size, executor, scratch, out, style,
+        model, img, image, &grid, batch_size, executor, scratch, out, style,
     );
     scratch.grid = grid;
     result
 }
 
-/// [`run_tiled`] over a given tiling of the image.
+/// The tiles of `grid` over `img` (`2 × image.height × image.width`, placed at `image` in
+/// the grid's zero canvas): outputs of the `image` region into `out`, style into `style`.
 #[allow(clippy::too_many_arguments)]
 fn run_grid(
     model: &Model,
     img: &[f32],
-    height: usize,
-    width: usize,
+    image: tiling::Region,
     grid: &TileGrid,
     batch_size: usize,
     executor: Option<&tract_linalg::multithread::Executor>,
     scratch: &mut NetworkScratch,
-    out: &mut [f32],
+    out: &mut Vec<f32>,
     style: &mut Vec<f32>,
 ) -> Result<(), ModelError> {
-    // Augmentation tiles need an image of at least one tile: extend with zeros.
-    let src: &[f32] = if grid.height != height || grid.width != width {
-        let (gh, gw) = (grid.height, grid.width);
-        scratch.extended.clear();
-        scratch.extended.resize(IN_CHANNELS * gh * gw, 0.0);
-        for c in 0..IN_CHANNELS {
-            for y in 0..height {
-                let s = &img[c * height * width + y * width..c * height * width + (y + 1) * width];
-                scratch.extended[c * gh * gw + y * gw..c * gh * gw + y * gw + width]
-                    .copy_from_slice(s);
-            }
-        }
-        &scratch.extended
-    } else {
-        img
-    };
-    scratch.blender.reset(grid, OUT_CHANNELS);
+    let src = img;
+    scratch.blender.reset(grid, OUT_CHANNELS, image, out);
     let (ly, lx) = (grid.ly, grid.lx);
     let tile_in = IN_CHANNELS * ly * lx;
     let style_len = model.info().style_size;
@@ -231,42 +168,49 @@ fn run_grid(
         if t > 1 { ntiles - ntiles % t } else { 0 }
     });
     if let Some(pool) = pool.filter(|_| side_by_side > 0) {
-        let _marker = RunMarker::start();
+        // In rounds of one tile a thread: a round's outputs are blended before the next
+        // round runs, so that only `threads` tile outputs are alive at a time (holding every
+        // tile's output until the end cost 0.6 MB a tile, 49 MB for a 2048² frame).
+        let round = pool.current_num_threads().max(1);
         let plan = model.plan(1, ly, lx)?;
         scratch.tile_outputs.clear();
-        scratch.tile_outputs.resize_with(side_by_side, || None);
-        let results: Result<(), ModelError> = pool.install(|| {
-            use rayon::prelude::*;
-            scratch
-                .tile_outputs
-                .par_iter_mut()
-                .enumerate()
-                .try_for_each(|(k, slot)| {
-                    // The input tensor belongs to tract's run, as in the batched path.
-                    let mut input = Tensor::zero::<f32>(&[1, IN_CHANNELS, ly, lx])
-                        .map_err(|e| ModelError::Run(e.to_string()))?;
-                    {
-                        let mut view = input
-                            .try_as_plain_ram_mut()
+        scratch.tile_outputs.resize_with(round, || None);
+        for k0 in (0..side_by_side).step_by(round) {
+            let _marker = RunMarker::start();
+            let results: Result<(), ModelError> = pool.install(|| {
+                use rayon::prelude::*;
+                scratch
+                    .tile_outputs
+                    .par_iter_mut()
+                    .enumerate()
+                    .try_for_each(|(b, slot)| {
+                        // The input tensor belongs to tract's run, as in the batched path.
+                        let mut input = Tensor::zero::<f32>(&[1, IN_CHANNELS, ly, lx])
                             .map_err(|e| ModelError::Run(e.to_string()))?;
-                        let buf = view
-                            .as_slice_mut::<f32>()
-                            .map_err(|e| ModelError::Run(e.to_string()))?;
-                        grid.extract(k, src, IN_CHANNELS, buf);
-                    }
-                    let single = tract_linalg::multithread::Executor::SingleThread;
-                    let out = tract_linalg::multithread::multithread_tract_scope(single, || {
-                        plan.run(tvec!(input.into()))
+                        {
+                            let mut view = input
+                                .try_as_plain_ram_mut()
+                                .map_err(|e| ModelError::Run(e.to_string()))?;
+                            let buf = view
+                                .as_slice_mut::<f32>()
+                                .map_err(|e| ModelError::Run(e.to_string()))?;
+                            grid.extract(k0 + b, src, image, IN_CHANNELS, buf);
+                        }
+                        let single = tract_linalg::multithread::Executor::SingleThread;
+                        let out =
+                            tract_linalg::multithread::multithread_tract_scope(single, || {
+                                plan.run(tvec!(input.into()))
+                            })
+                            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+                        *slot = Some(out);
+                        Ok(())
                     })
-                    .map_err(|e| ModelError::Run(format!("{e:#}")))?;
-                    *slot = Some(out);
-                    Ok(())
-                })
-        });
-        results?;
-        for k in 0..side_by_side {
-            let outputs = scratch.tile_outputs[k].take().expect("every tile ran");
-            accumulate_tile(grid, k, 1, &outputs, style, &mut scratch.blender)?;
+            });
+            results?;
+            for b in 0..round {
+                let outputs = scratch.tile_outputs[b].take().expect("every tile ran");
+                accumulate_tile(grid, k0 + b, 1, &outputs, style, &scratch.blender, out)?;
+            }
         }
     }
     let mut k0 = side_by_side;
@@ -277,6 +221,7 @@ fn run_grid(
             grid.extract(
                 k0 + b,
                 src,
+                image,
                 IN_CHANNELS,
                 &mut scratch.batch[b * tile_in..(b + 1) * tile_in],
             );
@@ -289,7 +234,7 @@ fn run_grid(
             .map_err(|e| ModelError::Run(e.to_string()))?;
         let outputs = run_on(executor, || plan.run(tvec!(input.into())))
             .map_err(|e| ModelError::Run(format!("{e:#}")))?;
-        accumulate_tile(grid, k0, n, &outputs, style, &mut scratch.blender)?;
+        accumulate_tile(grid, k0, n, &outputs, style, &scratch.blender, out)?;
         k0 += n;
     }
     let norm = style
@@ -302,21 +247,20 @@ fn run_grid(
             *v = (*v as f64 / norm) as f32;
         }
     }
-    scratch
-        .blender
-        .finish(grid, OUT_CHANNELS, height, width, out);
+    scratch.blender.finish(OUT_CHANNELS, out);
     Ok(())
 }
 
-/// Blends the outputs of tiles `k0 .. k0 + n` (one network run, batch `n`) into the
-/// blender and adds their styles to `style`, in tile order.
+/// Blends the outputs of tiles `k0 .. k0 + n` (one network run, batch `n`) into `acc`
+/// with `blender`'s weights and adds their styles to `style`, in tile order.
 fn accumulate_tile(
     grid: &TileGrid,
     k0: usize,
     n: usize,
     outputs: &TVec<TValue>,
     style: &mut [f32],
-    blender: &mut TileBlender,
+    blender: &TileBlender,
+    acc: &mut [f32],
 ) -> Result<(), ModelError> {
     let (ly, lx) = (grid.ly, grid.lx);
     let tile_out = OUT_CHANNELS * ly * lx;
@@ -344,6 +288,7 @@ fn accumulate_tile(
             k0 + b,
             &y[b * tile_out..(b + 1) * tile_out],
             OUT_CHANNELS,
+            acc,
         );
     }
     // Tile styles are summed in tile order (fixed, so the result does not depend on threads).

@@ -105,40 +105,87 @@ impl TileGrid {
         }
     }
 
-    /// Copies tile `k` of the `channels` planes of `img` (`height × width`, already zero
-    /// extended to the grid size) into `out` (`channels × ly × lx`), flipped as augmentation
-    /// asks.
-    pub fn extract(&self, k: usize, img: &[f32], channels: usize, out: &mut [f32]) {
+    /// Copies tile `k` of the `channels` planes of `img` into `out` (`channels × ly × lx`),
+    /// flipped as augmentation asks. `img` (`channels × placed.height × placed.width`) lies at
+    /// (`placed.y0`, `placed.x0`) of the grid's canvas, which is zero elsewhere: the
+    /// reference's padding (`pad_for`) and the zero extension of images smaller than a tile
+    /// under augmentation, without a padded copy of the image.
+    pub fn extract(&self, k: usize, img: &[f32], placed: Region, channels: usize, out: &mut [f32]) {
         let (j, i, y0, x0) = self.tile(k);
         let (fy, fx) = self.flips(j, i);
-        let (ly, lx, w, h) = (self.ly, self.lx, self.width, self.height);
+        let (ly, lx) = (self.ly, self.lx);
+        let (ph, pw) = (placed.height, placed.width);
+        // Tile columns x0 .. x0 + lx against the image's columns placed.x0 .. + pw.
+        let cx0 = x0.max(placed.x0);
+        let cx1 = (x0 + lx).min(placed.x0 + pw);
         for c in 0..channels {
+            let plane = &img[c * ph * pw..(c + 1) * ph * pw];
             for y in 0..ly {
-                let sy = if fy { y0 + ly - 1 - y } else { y0 + y };
-                let src = &img[c * h * w + sy * w + x0..c * h * w + sy * w + x0 + lx];
                 let dst = &mut out[c * ly * lx + y * lx..c * ly * lx + (y + 1) * lx];
+                let cy = if fy { y0 + ly - 1 - y } else { y0 + y };
+                if cy < placed.y0 || cy >= placed.y0 + ph || cx0 >= cx1 {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let row = &plane[(cy - placed.y0) * pw..(cy - placed.y0 + 1) * pw];
+                let src = &row[cx0 - placed.x0..cx1 - placed.x0];
+                // Canvas columns cx0 .. cx1 land at tile columns cx0 - x0 .. cx1 - x0, or
+                // mirrored under a column flip.
+                let (d0, d1) = if fx {
+                    (x0 + lx - cx1, x0 + lx - cx0)
+                } else {
+                    (cx0 - x0, cx1 - x0)
+                };
+                dst[..d0].fill(0.0);
+                dst[d1..].fill(0.0);
                 if fx {
-                    for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                    for (d, s) in dst[d0..d1].iter_mut().zip(src.iter().rev()) {
                         *d = *s;
                     }
                 } else {
-                    dst.copy_from_slice(src);
+                    dst[d0..d1].copy_from_slice(src);
                 }
             }
         }
     }
 }
 
-/// The reference taper weights of a `ly × lx` tile (a 2D sigmoid falling off over the last
-/// 20 px), in f64 as the reference computes them.
-pub fn taper_mask(ly: usize, lx: usize) -> Vec<f64> {
-    let mut out = Vec::new();
-    taper_mask_into(ly, lx, &mut out);
-    out
+/// A rectangle of the grid's canvas: where the image lies in it, or the part of the blended
+/// output that is kept (the image without its padding).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub y0: usize,
+    pub x0: usize,
+    pub height: usize,
+    pub width: usize,
 }
 
-/// [`taper_mask`] written into `out`, whose capacity is reused.
-fn taper_mask_into(ly: usize, lx: usize, out: &mut Vec<f64>) {
+impl Region {
+    /// The whole `height × width` canvas.
+    pub fn whole(height: usize, width: usize) -> Region {
+        Region {
+            y0: 0,
+            x0: 0,
+            height,
+            width,
+        }
+    }
+}
+
+/// The reference taper weights of a `ly × lx` tile (a 2D sigmoid falling off over the last
+/// 20 px), in f64 as the reference computes them: row `y`, column `x` is
+/// `rows[y] * columns[x]` of [`taper_profiles`].
+pub fn taper_mask(ly: usize, lx: usize) -> Vec<f64> {
+    let (mut my, mut mx) = (Vec::new(), Vec::new());
+    taper_profiles(ly, lx, &mut my, &mut mx);
+    my.iter()
+        .flat_map(|a| mx.iter().map(move |b| a * b))
+        .collect()
+}
+
+/// The two factors of the taper mask of a `ly × lx` tile (reference `_taper_mask`, an outer
+/// product), written into `rows` (`ly`) and `columns` (`lx`), whose capacity is reused.
+fn taper_profiles(ly: usize, lx: usize, rows: &mut Vec<f64>, columns: &mut Vec<f64>) {
     let b = TILE_SIZE.max(ly).max(lx);
     let mean = (b as f64 - 1.0) / 2.0;
     let profile = |i: usize| {
@@ -146,84 +193,116 @@ fn taper_mask_into(ly: usize, lx: usize, out: &mut Vec<f64>) {
             + (((i as f64 - mean).abs() - (b as f64 / 2.0 - TAPER_MARGIN)) / TAPER_SIGMA).exp())
     };
     let (y0, x0) = (b / 2 - ly / 2, b / 2 - lx / 2);
-    out.clear();
-    for y in 0..ly {
-        let my = profile(y0 + y);
-        out.extend((0..lx).map(|x| my * profile(x0 + x)));
-    }
+    rows.clear();
+    rows.extend((0..ly).map(|y| profile(y0 + y)));
+    columns.clear();
+    columns.extend((0..lx).map(|x| profile(x0 + x)));
 }
 
-/// Accumulates network outputs of tiles into a whole-image map with tapered weights.
+/// Accumulates network outputs of tiles with tapered weights (reference `average_tiles`)
+/// into the caller's buffer, over the kept region of the canvas only: the padding's outputs
+/// are never stored, and the sums become the averages in place.
+///
+/// The summed weights are not stored per pixel: every tile's mask is the outer product of
+/// a row and a column profile and the tiles form a full grid, so the sum at (y, x) is the
+/// sum of the row profiles covering y times the sum of the column profiles covering x.
 #[derive(Debug, Default, Clone)]
 pub struct TileBlender {
-    acc: Vec<f32>,
-    weight: Vec<f64>,
-    mask: Vec<f64>,
+    region: Region,
+    rows_weight: Vec<f64>,
+    columns_weight: Vec<f64>,
+    mask_rows: Vec<f64>,
+    mask_columns: Vec<f64>,
     mask_shape: (usize, usize),
 }
 
 impl TileBlender {
-    /// Prepares for `channels` maps of the grid's size.
-    pub fn reset(&mut self, grid: &TileGrid, channels: usize) {
-        self.acc.clear();
-        self.acc.resize(channels * grid.height * grid.width, 0.0);
-        self.weight.clear();
-        self.weight.resize(grid.height * grid.width, 0.0);
-        // Rebuilt in place when the tile shape changes (one exponential a pixel, small next
-        // to a network pass per tile); no allocation once the mask has held the largest tile.
+    /// Prepares for `channels` maps of `keep` (a region of the grid's canvas), summed in
+    /// `acc` (resized to `channels × keep.height × keep.width` and zeroed).
+    pub fn reset(&mut self, grid: &TileGrid, channels: usize, keep: Region, acc: &mut Vec<f32>) {
+        self.region = keep;
+        acc.clear();
+        acc.resize(channels * keep.height * keep.width, 0.0);
+        // Rebuilt in place when the tile shape changes; no allocation once the profiles
+        // have held the largest tile.
         let shape = (grid.ly, grid.lx);
         if self.mask_shape != shape {
-            taper_mask_into(grid.ly, grid.lx, &mut self.mask);
+            taper_profiles(
+                grid.ly,
+                grid.lx,
+                &mut self.mask_rows,
+                &mut self.mask_columns,
+            );
             self.mask_shape = shape;
+        }
+        self.rows_weight.clear();
+        self.rows_weight.resize(grid.height, 0.0);
+        for &y0 in &grid.ystarts {
+            for (y, m) in self.mask_rows.iter().enumerate() {
+                self.rows_weight[y0 + y] += m;
+            }
+        }
+        self.columns_weight.clear();
+        self.columns_weight.resize(grid.width, 0.0);
+        for &x0 in &grid.xstarts {
+            for (x, m) in self.mask_columns.iter().enumerate() {
+                self.columns_weight[x0 + x] += m;
+            }
         }
     }
 
     /// Adds tile `k`'s output (`channels × ly × lx`), undoing augmentation flips and the
-    /// sign of the flow components they reversed (channel 0 is dY, channel 1 is dX).
-    pub fn add(&mut self, grid: &TileGrid, k: usize, tile: &[f32], channels: usize) {
+    /// sign of the flow components they reversed (channel 0 is dY, channel 1 is dX), to
+    /// `acc`.
+    pub fn add(&self, grid: &TileGrid, k: usize, tile: &[f32], channels: usize, acc: &mut [f32]) {
         let (j, i, y0, x0) = grid.tile(k);
         let (fy, fx) = grid.flips(j, i);
-        let (ly, lx, w, h) = (grid.ly, grid.lx, grid.width, grid.height);
+        let (ly, lx) = (grid.ly, grid.lx);
+        let r = self.region;
+        // The tile's part inside the kept region, in tile coordinates.
+        let (ty0, ty1) = (
+            r.y0.max(y0) - y0,
+            (r.y0 + r.height).min(y0 + ly).saturating_sub(y0),
+        );
+        let (tx0, tx1) = (
+            r.x0.max(x0) - x0,
+            (r.x0 + r.width).min(x0 + lx).saturating_sub(x0),
+        );
+        if ty0 >= ty1 || tx0 >= tx1 {
+            return;
+        }
         for c in 0..channels {
             let sign = if (c == 0 && fy) || (c == 1 && fx) {
                 -1.0f32
             } else {
                 1.0
             };
-            for y in 0..ly {
+            for y in ty0..ty1 {
                 let sy = if fy { ly - 1 - y } else { y };
-                for x in 0..lx {
+                let my = self.mask_rows[y];
+                let dst = c * r.height * r.width + (y0 + y - r.y0) * r.width;
+                for x in tx0..tx1 {
                     let sx = if fx { lx - 1 - x } else { x };
                     let v = tile[c * ly * lx + sy * lx + sx] * sign;
-                    let m = self.mask[y * lx + x];
-                    let a = &mut self.acc[c * h * w + (y0 + y) * w + x0 + x];
+                    let m = my * self.mask_columns[x];
+                    let a = &mut acc[dst + x0 + x - r.x0];
                     *a = (*a as f64 + v as f64 * m) as f32;
                 }
             }
         }
-        for y in 0..ly {
-            for x in 0..lx {
-                self.weight[(y0 + y) * w + x0 + x] += self.mask[y * lx + x];
-            }
-        }
     }
 
-    /// Normalises by the summed weights and copies the top-left `height × width` region of
-    /// each channel into `out` (`channels × height × width`).
-    pub fn finish(
-        &self,
-        grid: &TileGrid,
-        channels: usize,
-        height: usize,
-        width: usize,
-        out: &mut [f32],
-    ) {
-        let (gh, gw) = (grid.height, grid.width);
+    /// Divides the sums in `acc` by the summed weights: `acc` then holds the blended
+    /// `channels × height × width` outputs of the kept region.
+    pub fn finish(&self, channels: usize, acc: &mut [f32]) {
+        let r = self.region;
         for c in 0..channels {
-            for y in 0..height {
-                for x in 0..width {
-                    let v = self.acc[c * gh * gw + y * gw + x] as f64 / self.weight[y * gw + x];
-                    out[c * height * width + y * width + x] = v as f32;
+            for y in 0..r.height {
+                let wy = self.rows_weight[r.y0 + y];
+                let row = &mut acc[c * r.height * r.width + y * r.width..][..r.width];
+                for (x, v) in row.iter_mut().enumerate() {
+                    let wsum = wy * self.columns_weight[r.x0 + x];
+                    *v = (*v as f64 / wsum) as f32;
                 }
             }
         }
@@ -255,10 +334,12 @@ mod tests {
             .map(|i| [1.0, -2.0, 0.5][i / (h * w)])
             .collect();
         let mut bl = TileBlender::default();
-        bl.reset(&g, 3);
+        let whole = Region::whole(h, w);
+        let mut out = Vec::new();
+        bl.reset(&g, 3, whole, &mut out);
         let mut tile = vec![0.0; 3 * 224 * 224];
         for k in 0..g.len() {
-            g.extract(k, &img, 3, &mut tile);
+            g.extract(k, &img, whole, 3, &mut tile);
             // what a flip-equivariant network does to flows: reverse the flipped component
             let (fy, fx) = g.flips(g.tile(k).0, g.tile(k).1);
             for v in &mut tile[..224 * 224] {
@@ -271,10 +352,9 @@ mod tests {
                     *v = -*v;
                 }
             }
-            bl.add(&g, k, &tile, 3);
+            bl.add(&g, k, &tile, 3, &mut out);
         }
-        let mut out = vec![0.0; 3 * h * w];
-        bl.finish(&g, 3, h, w, &mut out);
+        bl.finish(3, &mut out);
         for c in 0..3 {
             assert!((out[c * h * w + 17 * w + 100] - [1.0, -2.0, 0.5][c]).abs() < 1e-5);
         }

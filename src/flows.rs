@@ -262,6 +262,35 @@ pub fn flow_errors<'s>(
 ) -> &'s [f64] {
     let npix = height * width;
     assert!(net_flows.len() == 2 * npix);
+    flow_errors_with(labels, height, width, scratch, |c, i| {
+        net_flows[c * npix + i] / crate::dynamics::FLOW_SCALE
+    })
+}
+
+/// [`flow_errors`] on flows already divided by [`crate::dynamics::FLOW_SCALE`] (the masked
+/// flows the dynamics ran on: at labelled pixels they are the same f32 values).
+pub(crate) fn flow_errors_scaled<'s>(
+    labels: &[u32],
+    scaled_flows: &[f32],
+    height: usize,
+    width: usize,
+    scratch: &'s mut FlowScratch,
+) -> &'s [f64] {
+    let npix = height * width;
+    assert!(scaled_flows.len() == 2 * npix);
+    flow_errors_with(labels, height, width, scratch, |c, i| {
+        scaled_flows[c * npix + i]
+    })
+}
+
+/// [`flow_errors`] with the network's flow component `c` at pixel `i` from `net`.
+fn flow_errors_with<'s>(
+    labels: &[u32],
+    height: usize,
+    width: usize,
+    scratch: &'s mut FlowScratch,
+    net: impl Fn(usize, usize) -> f32,
+) -> &'s [f64] {
     let max = labels.iter().copied().max().unwrap_or(0) as usize;
     let mut sums = std::mem::take(&mut scratch.sums);
     let mut counts = std::mem::take(&mut scratch.counts);
@@ -275,7 +304,7 @@ pub fn flow_errors<'s>(
         let l = l as usize;
         counts[l - 1] += 1;
         for (c, f) in [dy, dx].into_iter().enumerate() {
-            let d = f as f64 - (net_flows[c * npix + i] / crate::dynamics::FLOW_SCALE) as f64;
+            let d = f as f64 - net(c, i) as f64;
             sums[l - 1][c] += d * d;
         }
     });

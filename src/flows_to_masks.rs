@@ -74,7 +74,6 @@ impl MaskFormation {
         ] {
             reserve_total(v, npix);
         }
-        reserve_total(&mut self.masked_flow, 2 * npix);
         reserve_total(&mut self.drop, self.label_bound + 1);
         self.mask_scratch.reserve_for(h, w);
         self.flow_scratch.reserve_for(h, w, self.label_bound);
@@ -96,6 +95,40 @@ impl MaskFormation {
         threads: usize,
         labels: &mut [u32],
     ) {
+        let mut masked = std::mem::take(&mut self.masked_flow);
+        masked.clear();
+        masked.extend_from_slice(flows);
+        self.raw_labels_in_place(
+            &mut masked,
+            cell_prob,
+            w,
+            h,
+            params,
+            niter,
+            interp,
+            threads,
+            labels,
+        );
+        self.masked_flow = masked;
+    }
+
+    /// [`raw_labels`](Self::raw_labels) without a copy of the flows: `flows` is overwritten
+    /// with the flows the dynamics follow (divided by 5 where the cell probability is above
+    /// the threshold, 0 elsewhere). For callers that can make the flows again, it saves a
+    /// flow image (8 bytes a pixel) at the peak of a frame.
+    #[allow(clippy::too_many_arguments)]
+    pub fn raw_labels_in_place(
+        &mut self,
+        flows: &mut [f32],
+        cell_prob: &[f32],
+        w: usize,
+        h: usize,
+        params: &Params,
+        niter: u32,
+        interp: bool,
+        threads: usize,
+        labels: &mut [u32],
+    ) {
         let npix = w * h;
         assert!(flows.len() == 2 * npix && cell_prob.len() == npix && labels.len() == npix);
         let th = params.cellprob_threshold;
@@ -104,17 +137,20 @@ impl MaskFormation {
         self.moving_y.clear();
         self.moving_x.clear();
         self.moving_idx.clear();
-        self.masked_flow.clear();
-        self.masked_flow.resize(2 * npix, 0.0);
+        let (dy, dx) = flows.split_at_mut(npix);
         for i in 0..npix {
             if cell_prob[i] > th {
                 self.moving_y.push((i / w) as u32);
                 self.moving_x.push((i % w) as u32);
                 self.moving_idx.push(i as u32);
-                self.masked_flow[i] = flows[i] / FLOW_SCALE;
-                self.masked_flow[npix + i] = flows[npix + i] / FLOW_SCALE;
+                dy[i] /= FLOW_SCALE;
+                dx[i] /= FLOW_SCALE;
+            } else {
+                dy[i] = 0.0;
+                dx[i] = 0.0;
             }
         }
+        let flows: &[f32] = flows;
         labels.fill(0);
         let n = self.moving_idx.len();
         if n == 0 {
@@ -122,14 +158,13 @@ impl MaskFormation {
         }
         self.end_y.resize(n, 0);
         self.end_x.resize(n, 0);
-        let (fl, my, mx, ey, ex) = (
-            &self.masked_flow,
+        let (my, mx, ey, ex) = (
             &self.moving_y,
             &self.moving_x,
             &mut self.end_y,
             &mut self.end_x,
         );
-        let mut run = || dynamics::follow_flows(fl, h, w, my, mx, niter, interp, ey, ex);
+        let mut run = || dynamics::follow_flows(flows, h, w, my, mx, niter, interp, ey, ex);
         // The session's own pool (one thread included) keeps rayon off its global pool, so
         // a session uses the threads it was given and no more.
         if self.pool.as_ref().map(|p| p.0) != Some(threads) {
@@ -154,7 +189,9 @@ impl MaskFormation {
             labels,
         );
         if params.flow_threshold > 0.0 && labels.iter().any(|&l| l > 0) {
-            let errors = flows::flow_errors(labels, flows, h, w, &mut self.flow_scratch);
+            // At labelled pixels (all of them moving) `flows` holds the network's flows
+            // divided by 5, the values `flow_errors` would compute.
+            let errors = flows::flow_errors_scaled(labels, flows, h, w, &mut self.flow_scratch);
             self.drop.clear();
             self.drop.push(false);
             self.drop

@@ -41,7 +41,9 @@ pub struct Segmentation {
 /// Buffers owned by a segmenter, sized on the first frame of a size.
 #[derive(Default)]
 struct Workspace {
+    /// Normalised channels of the frame (`channels × height × width`).
     planes: Vec<f32>,
+    channels: usize,
     norm_scratch: Vec<f32>,
     resized: Vec<f32>,
     cropped: Vec<f32>,
@@ -123,11 +125,14 @@ impl Segmenter {
     pub fn segment_into(&mut self, image: &ImageView, out: &mut Segmentation) -> Result<(), Error> {
         let (w, h) = (image.width(), image.height());
         let npix = w * h;
-        // Channels → two normalised planes.
+        // Channels → normalised planes, one a channel of the image: the network's second
+        // input (the nucleus channel) is zero without one and is never stored.
         let ws = &mut self.ws;
+        let nch = image.channels();
+        ws.channels = nch;
         ws.planes.clear();
-        ws.planes.resize(IN_CHANNELS * npix, 0.0);
-        for c in 0..image.channels() {
+        ws.planes.resize(nch * npix, 0.0);
+        for c in 0..nch {
             image.channel_to_f32(c, &mut ws.planes[c * npix..(c + 1) * npix]);
         }
         if ws.planes.iter().any(|v| !v.is_finite()) {
@@ -136,16 +141,14 @@ impl Segmenter {
         out.normalization = [Normalization::Off; IN_CHANNELS];
         if self.params.normalize {
             let (lo, hi) = self.params.percentiles;
-            for c in 0..IN_CHANNELS {
+            for c in 0..nch {
                 let plane = &mut ws.planes[c * npix..(c + 1) * npix];
                 let how = preprocess::normalize_channel(plane, w, lo, hi, &mut ws.norm_scratch);
                 // The reference inverts the channels it normalised (`cgood`).
                 if how != Normalization::Constant && self.params.invert {
                     plane.iter_mut().for_each(|v| *v = 1.0 - *v);
                 }
-                if c < image.channels() {
-                    out.normalization[c] = how;
-                }
+                out.normalization[c] = how;
             }
         }
         let info = self.model.info();
@@ -203,8 +206,10 @@ impl Segmenter {
             .max(1);
         let ws = &mut self.ws;
         if resample || (rw, rh) == (w, h) {
-            ws.masks.raw_labels(
-                &out.flows,
+            // The dynamics run on `out.flows` itself (no second flow image at the peak of a
+            // frame); the flows are then made again from the network's outputs.
+            ws.masks.raw_labels_in_place(
+                &mut out.flows,
                 &out.cell_prob,
                 w,
                 h,
@@ -214,12 +219,14 @@ impl Segmenter {
                 self.threads,
                 &mut out.labels,
             );
+            image_outputs(&ws.cropped, (rw, rh), 0..2, out, &mut ws.resize);
         } else {
-            // Dynamics at the network's scale; labels resized to the image (nearest).
+            // Dynamics at the network's scale, on its outputs (not needed after); labels
+            // resized to the image (nearest).
             let npix = rw * rh;
-            let (flows, prob) = ws.cropped[..3 * npix].split_at(2 * npix);
+            let (flows, prob) = ws.cropped[..3 * npix].split_at_mut(2 * npix);
             ws.small_labels.resize(npix, 0);
-            ws.masks.raw_labels(
+            ws.masks.raw_labels_in_place(
                 flows,
                 prob,
                 rw,
@@ -270,9 +277,10 @@ impl Segmenter {
             }
             .into());
         }
+        let nch = ws.channels;
         let src: &[f32] = if (rw, rh) != (w, h) {
-            ws.resized.resize(IN_CHANNELS * rw * rh, 0.0);
-            for c in 0..IN_CHANNELS {
+            ws.resized.resize(nch * rw * rh, 0.0);
+            for c in 0..nch {
                 preprocess::resize_plane(
                     &ws.planes[c * npix..(c + 1) * npix],
                     w,
@@ -290,6 +298,7 @@ impl Segmenter {
         network::run_padded(
             &self.model,
             src,
+            nch,
             rh,
             rw,
             self.params.augment,
@@ -305,27 +314,34 @@ impl Segmenter {
         out.flows.resize(2 * npix, 0.0);
         out.cell_prob.resize(npix, 0.0);
         out.labels.resize(npix, 0);
-        let rnp = rw * rh;
-        for c in 0..OUT_CHANNELS {
-            let dst = if c < 2 {
-                &mut out.flows[c * npix..(c + 1) * npix]
-            } else {
-                &mut out.cell_prob[..]
-            };
-            if (rw, rh) != (w, h) {
-                preprocess::resize_plane(
-                    &ws.cropped[c * rnp..(c + 1) * rnp],
-                    rw,
-                    rh,
-                    dst,
-                    w,
-                    h,
-                    &mut ws.resize,
-                );
-            } else {
-                dst.copy_from_slice(&ws.cropped[c * rnp..(c + 1) * rnp]);
-            }
-        }
+        image_outputs(&ws.cropped, (rw, rh), 0..OUT_CHANNELS, out, &mut ws.resize);
         Ok((rw, rh))
+    }
+}
+
+/// Writes the network's output channels `channels` (of `cropped`, `3 × rh × rw`: dY, dX,
+/// cell probability) at the image's size into `out.flows` / `out.cell_prob` (already sized),
+/// resized when the network ran at another scale.
+fn image_outputs(
+    cropped: &[f32],
+    (rw, rh): (usize, usize),
+    channels: std::ops::Range<usize>,
+    out: &mut Segmentation,
+    resize: &mut ResizeScratch,
+) {
+    let (w, h) = (out.width, out.height);
+    let (npix, rnp) = (w * h, rw * rh);
+    for c in channels {
+        let dst = if c < 2 {
+            &mut out.flows[c * npix..(c + 1) * npix]
+        } else {
+            &mut out.cell_prob[..]
+        };
+        let src = &cropped[c * rnp..(c + 1) * rnp];
+        if (rw, rh) != (w, h) {
+            preprocess::resize_plane(src, rw, rh, dst, w, h, resize);
+        } else {
+            dst.copy_from_slice(src);
+        }
     }
 }

@@ -357,6 +357,7 @@ impl SliceNet {
         network::run_padded(
             model,
             &self.input,
+            network::IN_CHANNELS,
             h,
             w,
             params.augment,

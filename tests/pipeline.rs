@@ -120,3 +120,31 @@ fn shipped_cyto_model_segments_whole_cells_in_phase_contrast() {
         s.diameter_used
     );
 }
+
+#[test]
+fn returned_flows_and_probabilities_are_the_networks_whatever_moved() {
+    // The dynamics run on the segmentation's own flow buffer (masked and divided by 5 where
+    // pixels move) and the flows are then made again: every pixel moving and none moving
+    // must return the same network outputs, at the network's scale (the model's `diam_mean`)
+    // and rescaled (flows resized to the image). (Automatic diameter is left out: there the
+    // threshold changes the masks the diameter is measured on, hence the scale.)
+    let diam_mean = Model::load(common::model_path()).unwrap().info().diam_mean;
+    for diameter in [Diameter::Pixels(diam_mean), Diameter::Pixels(24.0)] {
+        let run = |cellprob_threshold: f32| {
+            let p = Params {
+                diameter,
+                cellprob_threshold,
+                ..Params::default()
+            };
+            segment("dsb_e5a6c5e01e6a4ef6", p, 1).0
+        };
+        let (all, none) = (run(-50.0), run(50.0));
+        assert!(all.n_objects > 0 && none.n_objects == 0, "{diameter:?}");
+        assert!(all.flows.iter().any(|v| v.abs() > 1.0), "{diameter:?}");
+        assert!(all.flows == none.flows, "flows differ, {diameter:?}");
+        assert!(
+            all.cell_prob == none.cell_prob,
+            "probabilities differ, {diameter:?}"
+        );
+    }
+}

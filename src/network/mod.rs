@@ -86,7 +86,9 @@ pub struct NetworkScratch {
     tile_outputs: Vec<Option<TVec<TValue>>>,
 }
 
-/// Pads `img` (`2 × height × width`, normalised and rescaled) as the reference does
+/// Pads `img` (`channels × height × width`, normalised and rescaled; channels beyond
+/// `channels`, up to the network's two, are zero: a gray image has no nucleus channel) as
+/// the reference does
 /// (`preprocess::pad_for`), runs the tiles over it, and writes the `3 × height × width`
 /// blended outputs of the image (its padding cut off) into `out` and the normalised style
 /// into `style` (reference `core.run_net` for one image).
@@ -98,6 +100,7 @@ pub struct NetworkScratch {
 pub fn run_padded(
     model: &Model,
     img: &[f32],
+    channels: usize,
     height: usize,
     width: usize,
     augment: bool,
@@ -124,18 +127,20 @@ pub fn run_padded(
         width,
     };
     let result = run_grid(
-        model, img, image, &grid, batch_size, executor, scratch, out, style,
+        model, img, channels, image, &grid, batch_size, executor, scratch, out, style,
     );
     scratch.grid = grid;
     result
 }
 
-/// The tiles of `grid` over `img` (`2 × image.height × image.width`, placed at `image` in
-/// the grid's zero canvas): outputs of the `image` region into `out`, style into `style`.
+/// The tiles of `grid` over `img` (`channels × image.height × image.width`, placed at
+/// `image` in the grid's zero canvas): outputs of the `image` region into `out`, style into
+/// `style`.
 #[allow(clippy::too_many_arguments)]
 fn run_grid(
     model: &Model,
     img: &[f32],
+    channels: usize,
     image: tiling::Region,
     grid: &TileGrid,
     batch_size: usize,
@@ -194,7 +199,7 @@ fn run_grid(
                             let buf = view
                                 .as_slice_mut::<f32>()
                                 .map_err(|e| ModelError::Run(e.to_string()))?;
-                            grid.extract(k0 + b, src, image, IN_CHANNELS, buf);
+                            grid.extract(k0 + b, src, image, channels, buf);
                         }
                         let single = tract_linalg::multithread::Executor::SingleThread;
                         let out =
@@ -218,13 +223,8 @@ fn run_grid(
         let n = batch_size.min(ntiles - k0);
         scratch.batch.resize(n * tile_in, 0.0);
         for b in 0..n {
-            grid.extract(
-                k0 + b,
-                src,
-                image,
-                IN_CHANNELS,
-                &mut scratch.batch[b * tile_in..(b + 1) * tile_in],
-            );
+            let tile = &mut scratch.batch[b * tile_in..(b + 1) * tile_in];
+            grid.extract(k0 + b, src, image, channels, tile);
         }
         // Everything from the plan lookup to the end of this batch belongs to tract: its
         // input tensor, its intermediates and its output tensors are allocated per run.

@@ -105,8 +105,8 @@ impl TileGrid {
         }
     }
 
-    /// Copies tile `k` of the `channels` planes of `img` into `out` (`channels × ly × lx`),
-    /// flipped as augmentation asks. `img` (`channels × placed.height × placed.width`) lies at
+    /// Copies tile `k` of the `channels` planes of `img` into `out` (`C × ly × lx`, `C` ≥
+    /// `channels`; the planes past `channels` are zeroed), flipped as augmentation asks. `img` (`channels × placed.height × placed.width`) lies at
     /// (`placed.y0`, `placed.x0`) of the grid's canvas, which is zero elsewhere: the
     /// reference's padding (`pad_for`) and the zero extension of images smaller than a tile
     /// under augmentation, without a padded copy of the image.
@@ -147,6 +147,7 @@ impl TileGrid {
                 }
             }
         }
+        out[channels * ly * lx..].fill(0.0);
     }
 }
 

@@ -5,7 +5,7 @@ use std::mem::offset_of;
 
 use cellpose::Model;
 
-use crate::status::{Failure, cp_status, guard};
+use crate::status::{Failure, clear_out, cp_status, guard};
 use crate::versioned;
 
 /// A loaded Cellpose network (opaque). Create with `cp_model_load` or
@@ -82,11 +82,8 @@ fn publish(out: *mut *mut cp_model, model: Model) {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cp_model_load(path: *const c_char, out: *mut *mut cp_model) -> cp_status {
     guard("cp_model_load", || {
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
-        // SAFETY: non-NULL, and the caller promises it is writable.
-        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: `out` is NULL or writable by the caller's promise.
+        unsafe { clear_out(out) }?;
         if path.is_null() {
             return Err(Failure::null("path"));
         }
@@ -127,11 +124,8 @@ pub unsafe extern "C" fn cp_model_load_shipped(
     out: *mut *mut cp_model,
 ) -> cp_status {
     guard("cp_model_load_shipped", || {
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
-        // SAFETY: non-NULL, and the caller promises it is writable.
-        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: `out` is NULL or writable by the caller's promise.
+        unsafe { clear_out(out) }?;
         if name.is_null() {
             return Err(Failure::null("name"));
         }
@@ -173,11 +167,8 @@ pub unsafe extern "C" fn cp_model_load_from_memory(
     out: *mut *mut cp_model,
 ) -> cp_status {
     guard("cp_model_load_from_memory", || {
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
-        // SAFETY: non-NULL, and the caller promises it is writable.
-        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: `out` is NULL or writable by the caller's promise.
+        unsafe { clear_out(out) }?;
         if data.is_null() {
             return Err(Failure::null("data"));
         }

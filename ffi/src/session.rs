@@ -10,7 +10,7 @@ use cellpose::{ObjectSummary, Segmentation, Segmenter, VolumeSegmenter};
 use crate::frame::{self, cp_frame};
 use crate::model::cp_model;
 use crate::options::cp_session_options;
-use crate::status::{Failure, cp_status, guard};
+use crate::status::{Failure, clear_out, cp_status, guard};
 use crate::versioned;
 
 /// A segmentation session (opaque): one model, one set of options, and every buffer a frame
@@ -112,11 +112,8 @@ pub unsafe extern "C" fn cp_session_new(
     out: *mut *mut cp_session,
 ) -> cp_status {
     guard("cp_session_new", || {
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
-        // SAFETY: non-NULL and writable by the caller's promise.
-        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: `out` is NULL or writable by the caller's promise.
+        unsafe { clear_out(out) }?;
         // SAFETY: a live model by the caller's promise.
         let m = unsafe { versioned::arg_ref(model, "model") }?;
         // SAFETY: forwarded from the caller.

@@ -172,6 +172,21 @@ pub extern "C" fn cp_status_name(status: u32) -> *const c_char {
     name.as_ptr()
 }
 
+/// Sets the caller's out-pointer to NULL before anything else can fail, so that a failed
+/// call always leaves NULL there; `CP_ERR_NULL_POINTER` ("out is NULL") when `out` itself is
+/// NULL. The preamble of every function that hands out an object.
+///
+/// # Safety
+/// `out` is NULL or writable.
+pub(crate) unsafe fn clear_out<T>(out: *mut *mut T) -> Result<(), Failure> {
+    if out.is_null() {
+        return Err(Failure::null("out"));
+    }
+    // SAFETY: non-NULL, and writable by this function's contract.
+    unsafe { *out = std::ptr::null_mut() };
+    Ok(())
+}
+
 /// Runs the body of exported function `function`: its result becomes a status and the
 /// thread's last-error message; a panic becomes `CP_ERR_PANIC` and never crosses the ABI.
 pub(crate) fn guard(function: &str, body: impl FnOnce() -> Result<(), Failure>) -> cp_status {

@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE))
 from folders import IMAGE_SUFFIXES, DataError, read_folders, split  # noqa: E402
 
 # This project's weights, by the name the library gives the model they became.
-INIT_WEIGHTS = {"nuclei": HERE / "run_light" / "best.pth", "cyto": HERE / "run_cyto" / "swa_130_159.pth"}
+INIT_WEIGHTS = {"nuclei": HERE / "run_light" / "best.pth", "cyto": HERE / "run_cyto2" / "best_epoch74.pth"}
 STEPS = ("train", "size", "export", "validate", "card")
 
 

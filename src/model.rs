@@ -147,9 +147,13 @@ impl Model {
             .iter()
             .map(|e| (e.key.clone(), e.value.clone()))
             .collect();
-        let graph = onnx
-            .model_for_proto_model(&proto)
-            .map_err(|e| ModelError::Parse(format!("{e:#}")))?;
+        let graph = tract_guard(
+            || {
+                onnx.model_for_proto_model(&proto)
+                    .map_err(|e| ModelError::Parse(format!("{e:#}")))
+            },
+            ModelError::Parse,
+        )?;
 
         let n_in = graph
             .input_outlets()
@@ -334,18 +338,22 @@ impl Model {
         height: usize,
         width: usize,
     ) -> Result<TypedModel, ModelError> {
-        let err = |e: TractError| ModelError::Optimise {
+        let err = |message: String| ModelError::Optimise {
             height,
             width,
-            message: format!("{e:#}"),
+            message,
         };
-        self.inner
-            .graph
-            .clone()
-            .with_input_fact(0, f32::fact([batch, 2, height, width]).into())
-            .map_err(err)?
-            .into_typed()
-            .map_err(err)
+        tract_guard(
+            || {
+                self.inner
+                    .graph
+                    .clone()
+                    .with_input_fact(0, f32::fact([batch, 2, height, width]).into())
+                    .and_then(|g| g.into_typed())
+                    .map_err(|e| err(format!("{e:#}")))
+            },
+            err,
+        )
     }
 
     /// The runnable plan for an input of `batch × 2 × height × width`, optimised on first use.
@@ -395,11 +403,19 @@ impl Model {
                 report.tract_layers
             );
         }
-        let plan = typed
-            .into_optimized()
-            .map_err(err)?
-            .into_runnable()
-            .map_err(err)?;
+        let plan = tract_guard(
+            || {
+                typed
+                    .into_optimized()
+                    .and_then(|t| t.into_runnable())
+                    .map_err(err)
+            },
+            |message| ModelError::Optimise {
+                height,
+                width,
+                message,
+            },
+        )?;
         log::debug!("optimised network plan for {batch}×2×{height}×{width}");
         self.inner
             .plans
@@ -407,6 +423,26 @@ impl Model {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, plan.clone());
         Ok(plan)
+    }
+}
+
+/// Runs tract's work on a graph, `f`, turning a panic inside tract into `err(message)`: its
+/// graph analysis unwraps on some malformed files (fuzzing found a `Reduce` whose axis lies
+/// beyond its input's rank), and a model file must never take the caller down.
+fn tract_guard<T>(
+    f: impl FnOnce() -> Result<T, ModelError>,
+    err: impl FnOnce(String) -> ModelError,
+) -> Result<T, ModelError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(err(format!("tract could not analyse this graph: {what}")))
+        }
     }
 }
 

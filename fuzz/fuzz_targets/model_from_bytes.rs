@@ -10,6 +10,12 @@ use libfuzzer_sys::fuzz_target;
 mod common;
 
 fuzz_target!(|data: &[u8]| {
+    // libFuzzer's panic hook aborts at the panic itself, before `Model::from_bytes` can turn
+    // a panic inside tract's graph analysis into an error (what it must do). The default
+    // hook lets that happen; a panic that escapes the library still aborts in libfuzzer-sys
+    // (it catches the unwind at the target's edge), so it is still a finding.
+    static DEFAULT_HOOK: std::sync::Once = std::sync::Once::new();
+    DEFAULT_HOOK.call_once(|| drop(std::panic::take_hook()));
     let Ok(model) = Model::from_bytes(data) else {
         return;
     };

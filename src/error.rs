@@ -91,6 +91,18 @@ pub enum ImageError {
     NotFinite,
     #[error("volume has {voxels} voxels, more than the {limit} supported")]
     TooManyVoxels { voxels: u64, limit: u64 },
+    /// 3D flows follow positions between voxels along every axis, so each axis of the grid
+    /// the dynamics run on (the stack's own size when resampling) needs two voxels (the
+    /// reference divides by `size - 1` there).
+    #[error(
+        "3D flows need at least 2 voxels along every axis of the grid they are followed on, \
+         here {depth}×{height}×{width} (Z×Y×X): segment this stack per plane or stitched"
+    )]
+    TooThinFor3d {
+        depth: usize,
+        height: usize,
+        width: usize,
+    },
 }
 
 /// Any error of the library.

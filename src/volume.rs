@@ -635,6 +635,14 @@ impl VolumeSegmenter {
             })
             .max(1);
         let [ld, lh, lw] = shape_dyn;
+        if ld < 2 || lh < 2 || lw < 2 {
+            return Err(ImageError::TooThinFor3d {
+                depth: ld,
+                height: lh,
+                width: lw,
+            }
+            .into());
+        }
         let n = ld * lh * lw;
         let mut labels = vec![0u32; n];
         self.masks_3d(&mut field, shape_dyn, niter, &mut labels);

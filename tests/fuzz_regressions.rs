@@ -13,13 +13,43 @@ fn a_model_whose_reduce_axis_lies_beyond_its_rank_is_refused_without_a_panic() {
     // A mutated CPnet file (`model_from_bytes` target): tract's graph analysis unwraps an
     // axis error inside `Reduce` and panicked through `Model::from_bytes`.
     let bytes = fuzz_input("model_reduce_axis_beyond_rank.onnx");
-    let err = Model::from_bytes(&bytes)
-        .err()
-        .expect("the file must be refused");
+    let Err(err) = Model::from_bytes(&bytes) else {
+        panic!("the file must be refused");
+    };
     let text = err.to_string();
     assert!(
         matches!(err, ModelError::Parse(_) | ModelError::Optimise { .. }),
         "{err:?}"
     );
     assert!(text.contains("could not analyse"), "{text}");
+}
+
+#[test]
+fn a_stack_of_one_plane_in_3d_flows_mode_is_refused_without_a_panic() {
+    // `volume_api` target: a stack of one plane, stretched along Z for the network by its
+    // anisotropy, reached the 3D dynamics at its own size (resampled back), which need two
+    // voxels along every axis, and panicked.
+    use cellpose::{Error, ImageError, Params, VolumeParams, VolumeSegmenter, VolumeView};
+    let model = Model::load(format!(
+        "{}/models/nuclei_light_int8.onnx",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let vp = VolumeParams {
+        do_3d: true,
+        anisotropy: 4.0,
+        // Every voxel moves, so that the dynamics run whatever the network predicts.
+        params: Params {
+            cellprob_threshold: -50.0,
+            ..Params::default()
+        },
+        ..VolumeParams::default()
+    };
+    let mut seg = VolumeSegmenter::new(model, vp).unwrap();
+    let px: Vec<u16> = (0..48 * 40).map(|i| ((i * 37) % 4001) as u16).collect();
+    let view = VolumeView::gray_u16(1, 48, 40, &px).unwrap();
+    match seg.segment(&view) {
+        Err(Error::Image(ImageError::TooThinFor3d { depth: 1, .. })) => {}
+        other => panic!("expected TooThinFor3d, got {other:?}"),
+    }
 }

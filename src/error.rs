@@ -115,3 +115,30 @@ pub enum Error {
     #[error(transparent)]
     Image(#[from] ImageError),
 }
+
+/// The text of a caught panic's payload (`panic!` with a literal or a formatted message), for
+/// the guards that turn a panic inside a dependency or the library into an error: tract's
+/// graph analysis (`Model::from_bytes`), the C boundary (`CP_ERR_PANIC`), the CLI's image
+/// decoders. Another payload type gives "unknown panic payload".
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_message;
+
+    #[test]
+    fn panic_messages_are_read_from_literal_and_formatted_payloads() {
+        let literal = std::panic::catch_unwind(|| panic!("a literal")).unwrap_err();
+        let formatted = std::panic::catch_unwind(|| panic!("{} {}", "formatted", 2)).unwrap_err();
+        let other = std::panic::catch_unwind(|| std::panic::panic_any(7u8)).unwrap_err();
+        assert_eq!(panic_message(&*literal), "a literal");
+        assert_eq!(panic_message(&*formatted), "formatted 2");
+        assert_eq!(panic_message(&*other), "unknown panic payload");
+    }
+}

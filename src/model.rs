@@ -435,14 +435,10 @@ fn tract_guard<T>(
 ) -> Result<T, ModelError> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(result) => result,
-        Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(err(format!("tract could not analyse this graph: {what}")))
-        }
+        Err(payload) => Err(err(format!(
+            "tract could not analyse this graph: {}",
+            crate::error::panic_message(&*payload)
+        ))),
     }
 }
 

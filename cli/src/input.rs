@@ -5,10 +5,11 @@
 //! holds and what was expected; callers put the file name in front.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use cellpose::image::MAX_SIDE;
 use tiff::ColorType;
 use tiff::decoder::{Decoder as TiffDecoder, DecodingResult};
 use tiff::tags::{PlanarConfiguration, Tag};
@@ -66,6 +67,21 @@ fn sniff(path: &Path) -> Result<(Format, BufReader<File>)> {
         bail!("not a PNG or TIFF file (unrecognised header; {len} bytes)");
     };
     Ok((format, BufReader::new(f)))
+}
+
+/// Runs a read through the PNG or TIFF decoder, turning a panic inside it into an error: a
+/// damaged file can still reach an unchecked index in those crates (fuzzing found a TIFF
+/// `SampleFormat` tag without values), and one bad file must fail alone, not end a batch or
+/// a folder being watched during an acquisition.
+fn decoder_guard<T>(read: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
+        Ok(result) => result,
+        Err(payload) => bail!(
+            "the image decoder failed on this file ({}): the file is damaged, or of a \
+             kind the decoder does not handle",
+            cellpose::error::panic_message(&*payload)
+        ),
+    }
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.
@@ -144,6 +160,10 @@ pub struct ImageFile {
 impl ImageFile {
     /// Opens `path` (PNG or TIFF, recognised by content) and reads its layout.
     pub fn open(path: &Path) -> Result<ImageFile> {
+        decoder_guard(|| Self::open_unguarded(path))
+    }
+
+    fn open_unguarded(path: &Path) -> Result<ImageFile> {
         match sniff(path)? {
             (Format::Png, r) => Ok(ImageFile {
                 source: Source::Png(read_png(r)?),
@@ -159,6 +179,11 @@ impl ImageFile {
     pub fn read_plane(&mut self, z: usize, t: usize) -> Result<Frame> {
         let axes = self.axes;
         assert!(z < axes.slices && t < axes.frames);
+        decoder_guard(|| self.read_plane_unguarded(z, t))
+    }
+
+    fn read_plane_unguarded(&mut self, z: usize, t: usize) -> Result<Frame> {
+        let axes = self.axes;
         match &mut self.source {
             Source::Png(frame) => Ok(frame.clone()),
             Source::Tiff { dec, pages } => {
@@ -524,6 +549,28 @@ fn check_size(width: usize, height: usize) -> Result<()> {
     if width == 0 || height == 0 {
         bail!("image is {width}×{height} pixels; both sides must be at least 1");
     }
+    if width > MAX_SIDE || height > MAX_SIDE {
+        bail!("image is {width}×{height} pixels; the library segments sides up to {MAX_SIDE}");
+    }
+    Ok(())
+}
+
+/// zlib's largest compression ratio (a long run of one byte): decoded bytes per byte of a
+/// PNG's compressed data, at most.
+const DEFLATE_MAX_RATIO: u64 = 1032;
+
+/// Refuses a PNG header that claims more pixels than a file of `file_len` bytes can hold
+/// (every pixel is at least one bit of decoded data), before a buffer of that size is
+/// allocated: a damaged header could otherwise ask for terabytes and abort the process.
+fn check_png_holds(width: usize, height: usize, file_len: u64) -> Result<()> {
+    let pixels = width as u64 * height as u64;
+    let most = file_len.saturating_mul(8 * DEFLATE_MAX_RATIO);
+    if pixels > most {
+        bail!(
+            "PNG header says {width}×{height} pixels, more than its {file_len} bytes can hold \
+             (damaged or truncated file)"
+        );
+    }
     Ok(())
 }
 
@@ -554,13 +601,20 @@ fn png_reader<R: Read + Seek>(r: BufReader<R>) -> Result<png::Reader<BufReader<R
     dec.read_info().context("cannot decode PNG")
 }
 
-fn read_png_raw<R: Read + Seek>(r: BufReader<R>) -> Result<(usize, usize, usize, bool, Vec<f32>)> {
+fn read_png_raw<R: Read + Seek>(
+    mut r: BufReader<R>,
+) -> Result<(usize, usize, usize, bool, Vec<f32>)> {
+    let file_len = r
+        .seek(SeekFrom::End(0))
+        .and_then(|n| r.rewind().map(|_| n))
+        .context("cannot read file")?;
     let mut reader = png_reader(r)?;
     let (w, h) = {
         let info = reader.info();
         (info.width as usize, info.height as usize)
     };
     check_size(w, h)?;
+    check_png_holds(w, h, file_len)?;
     let size = reader
         .output_buffer_size()
         .context("PNG is too large to decode")?;
@@ -679,6 +733,10 @@ fn to_labels(values: impl Iterator<Item = f64>) -> Result<Vec<u32>> {
 
 /// A 2D label image from a single-channel PNG or a single-page single-channel TIFF.
 pub fn read_labels(path: &Path) -> Result<Labels> {
+    decoder_guard(|| read_labels_unguarded(path))
+}
+
+fn read_labels_unguarded(path: &Path) -> Result<Labels> {
     match sniff(path)? {
         (Format::Png, r) => {
             let (width, height, samples, _, values) = read_png_raw(r)?;

@@ -10,7 +10,6 @@ macro_rules! say {
 
 mod eval;
 mod info;
-mod input;
 mod model_path;
 mod output;
 mod roi;
@@ -21,6 +20,7 @@ mod watch;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use cellpose_cli::input;
 use clap::{Parser, Subcommand};
 
 /// Exit status of a run where some inputs failed (each is reported on its own line).

@@ -200,11 +200,7 @@ pub(crate) fn guard(function: &str, body: impl FnOnce() -> Result<(), Failure>) 
             f.status
         }
         Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic payload".into());
+            let what = cellpose::error::panic_message(&*payload);
             set_last_error(format!(
                 "{function}: internal error (a bug in libcellpose, please report it): {what}"
             ));

@@ -15,6 +15,28 @@ pub fn model() -> &'static Model {
     })
 }
 
+/// A randomly initialised CPnet of tiny widths (2, 4, 8, 8, 8) with a size model, int8, as
+/// `fuzz/make_seeds.py` writes it into the model target's corpus: the same inputs, outputs,
+/// metadata and pipeline as a shipped model, with a network pass a few times cheaper, so
+/// that the frame and volume targets reach millions of executions. Its outputs are noise,
+/// which drives the dynamics and mask steps through flows no trained model would give.
+pub fn tiny_model() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/model_from_bytes/tiny_int8.onnx");
+        Model::load(path).expect("the tiny seed model loads")
+    })
+}
+
+/// The shipped model for one input in `SHIPPED_ONE_IN`, the tiny one otherwise.
+pub fn model_for(choice: u8) -> &'static Model {
+    if choice % SHIPPED_ONE_IN == 0 { model() } else { tiny_model() }
+}
+
+/// One input in this many runs the shipped nuclei model (real flows, real cells); the others
+/// the tiny model.
+pub const SHIPPED_ONE_IN: u8 = 8;
+
 /// Panics (a finding) unless `labels` holds exactly the labels 1..=n (and 0).
 pub fn check_labels<L: Copy + Into<u64>>(labels: &[L], n: u64, what: &str) {
     let mut seen = vec![false; n as usize + 1];

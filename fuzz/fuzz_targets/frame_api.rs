@@ -14,6 +14,8 @@ mod common;
 
 #[derive(Arbitrary, Debug)]
 struct Input {
+    /// Which model segments: see `common::model_for`.
+    model: u8,
     width: u8,
     height: u8,
     stride_pad: u8,
@@ -37,11 +39,12 @@ struct Input {
 }
 
 thread_local! {
-    static STATE: RefCell<Option<(Segmenter, Segmentation)>> = const { RefCell::new(None) };
+    /// One segmenter per model (shipped, tiny), each reused across the inputs it gets.
+    static STATE: RefCell<[Option<(Segmenter, Segmentation)>; 2]> = const { RefCell::new([None, None]) };
 }
 
 fuzz_target!(|input: Input| {
-    let model = common::model();
+    let model = common::model_for(input.model);
     let pixel = [PixelType::U8, PixelType::U16, PixelType::F32][input.pixel as usize % 3];
     let (w, h, c) = (input.width as usize, input.height as usize, input.channels as usize % 4);
     let layout = if input.interleaved { ChannelLayout::Interleaved } else { ChannelLayout::Planar };
@@ -81,7 +84,8 @@ fuzz_target!(|input: Input| {
         ..Params::default()
     };
     STATE.with(|s| {
-        let mut s = s.borrow_mut();
+        let mut states = s.borrow_mut();
+        let s = &mut states[usize::from(input.model % common::SHIPPED_ONE_IN != 0)];
         if s.is_none() {
             *s = Some((Segmenter::new(model.clone(), Params::default()).unwrap(), Segmentation::default()));
         }

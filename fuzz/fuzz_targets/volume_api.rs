@@ -12,6 +12,8 @@ mod common;
 
 #[derive(Arbitrary, Debug)]
 struct Input {
+    /// Which model segments: see `common::model_for`.
+    model: u8,
     depth: u8,
     height: u8,
     width: u8,
@@ -28,7 +30,7 @@ struct Input {
 }
 
 fuzz_target!(|input: Input| {
-    let model = common::model();
+    let model = common::model_for(input.model);
     let pixel = [PixelType::U8, PixelType::U16, PixelType::F32][input.pixel as usize % 3];
     let (d, h, w, c) = (
         input.depth as usize % 9,

@@ -15,6 +15,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::ModelError;
 use crate::network::Isa;
+use crate::network::conv::DirectConv;
 use crate::network::graph::{Choice, patch_convolutions};
 use crate::size_model::SizeModel;
 
@@ -82,6 +83,8 @@ struct Inner {
     int8_scales: Option<HashMap<String, f32>>,
     convolution: Convolution,
     plans: Mutex<HashMap<(usize, usize, usize), Plan>>,
+    /// Our convolutions with their packed weights, by ONNX node name, shared by all plans.
+    packed: Mutex<HashMap<String, Arc<DirectConv>>>,
 }
 
 /// A validated Cellpose network. Clone freely: clones share the parsed graph and the
@@ -215,6 +218,7 @@ impl Model {
                 int8_scales,
                 convolution: Convolution::Auto,
                 plans: Mutex::new(HashMap::new()),
+                packed: Mutex::new(HashMap::new()),
             }),
         };
 
@@ -283,6 +287,7 @@ impl Model {
                 int8_scales: self.inner.int8_scales.clone(),
                 convolution,
                 plans: Mutex::new(HashMap::new()),
+                packed: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -392,6 +397,7 @@ impl Model {
             let choice = Choice {
                 f32_isa: Isa::best_f32(),
                 int8,
+                packed: Some(&self.inner.packed),
             };
             let report = patch_convolutions(&mut typed, &choice).map_err(err)?;
             log::info!(
@@ -503,4 +509,39 @@ fn int8_scales(
         return Err(bad("no NAME=SCALE pair".into()));
     }
     Ok(Some(scales))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_of_different_tile_sizes_share_their_packed_convolutions() {
+        // Each plan packed its own weights (~20 MB for the shipped model), so a session fed
+        // frames of many small sizes grew by that much per size.
+        let model = Model::load(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/models/nuclei_light_int8.onnx"
+        ))
+        .unwrap();
+        if Isa::best_f32() == Isa::Scalar {
+            return; // tract's own convolution runs there: nothing of ours is packed
+        }
+        let _a = model.plan(1, 64, 64).unwrap();
+        let packed_once: Vec<(String, usize)> = {
+            let held = model.inner.packed.lock().unwrap();
+            held.iter().map(|(k, v)| (k.clone(), Arc::as_ptr(v) as usize)).collect()
+        };
+        assert_eq!(packed_once.len(), 41, "every convolution of the network");
+        let _b = model.plan(1, 96, 80).unwrap();
+        let _c = model.plan(2, 64, 64).unwrap();
+        let held = model.inner.packed.lock().unwrap();
+        assert_eq!(held.len(), 41);
+        for (name, ptr) in &packed_once {
+            let conv = &held[name];
+            assert_eq!(Arc::as_ptr(conv) as usize, *ptr, "{name} packed again");
+            // The map and the three plans.
+            assert_eq!(Arc::strong_count(conv), 4, "{name}");
+        }
+    }
 }

@@ -11,7 +11,7 @@
 //! and ReLU nodes that nobody reads any more.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tract_core::internal::*;
 use tract_core::ops::binary::TypedBinOp;
@@ -30,6 +30,11 @@ pub(crate) struct Choice<'a> {
     /// The int8 kernel set and the calibrated input scale of each 3×3 convolution, by the
     /// ONNX node name of the `Conv`; `None` computes everything in f32.
     pub int8: Option<(Isa, &'a HashMap<String, f32>)>,
+    /// Convolutions already packed for another plan of the same model, by ONNX node name:
+    /// their weights depend neither on the input's size nor on the batch, so every plan of
+    /// a model shares them (a plan per tile size otherwise held its own ~20 MB copy).
+    /// `None` packs afresh.
+    pub packed: Option<&'a Mutex<HashMap<String, Arc<DirectConv>>>>,
 }
 
 /// What the patch did, for the log and for tests.
@@ -112,7 +117,7 @@ pub(crate) fn patch_convolutions(model: &mut TypedModel, choice: &Choice) -> Tra
             None => OutletId::new(id, 0),
         };
         let op = DirectConvOp {
-            conv: Arc::new(conv),
+            conv,
             residual: residual.is_some(),
             stash: stash.clone(),
         };
@@ -132,7 +137,7 @@ fn replacement(
     model: &TypedModel,
     id: usize,
     choice: &Choice,
-) -> TractResult<Option<(Wires, DirectConv)>> {
+) -> TractResult<Option<(Wires, Arc<DirectConv>)>> {
     let node = model.node(id);
     let Some(op) = node.op_as::<Conv>() else {
         return Ok(None);
@@ -182,6 +187,11 @@ fn replacement(
         _ => return Ok(None),
     };
     let (wires, stage) = input_stage(model, node.inputs[0], cin);
+    let held = choice.packed.map(|p| p.lock().unwrap_or_else(|e| e.into_inner()));
+    if let Some(conv) = held.as_ref().and_then(|h| h.get(&node.name)) {
+        return Ok(Some((wires, conv.clone())));
+    }
+    drop(held); // packing takes a while: other sessions' plans need not wait for it
     let relu = stage.relu;
     let mut conv = DirectConv::new_f32(&weights, &bias, (cin, cout, ks), stage, choice.f32_isa)?;
     if let Some((isa, scales)) = choice.int8
@@ -190,6 +200,12 @@ fn replacement(
         && let Some(&scale) = scales.get(&node.name)
     {
         conv = conv.with_int8(&weights, scale, isa)?;
+    }
+    let conv = Arc::new(conv);
+    if let Some(p) = choice.packed {
+        p.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.name.clone(), conv.clone());
     }
     Ok(Some((wires, conv)))
 }
@@ -435,6 +451,7 @@ mod tests {
             let choice = Choice {
                 f32_isa: Isa::Scalar,
                 int8: None,
+                packed: None,
             };
             let report = patch_convolutions(&mut typed, &choice).unwrap();
             // Every block adds its 3×3 convolutions' output to the residual stream twice; the

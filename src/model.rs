@@ -530,7 +530,9 @@ mod tests {
         let _a = model.plan(1, 64, 64).unwrap();
         let packed_once: Vec<(String, usize)> = {
             let held = model.inner.packed.lock().unwrap();
-            held.iter().map(|(k, v)| (k.clone(), Arc::as_ptr(v) as usize)).collect()
+            held.iter()
+                .map(|(k, v)| (k.clone(), Arc::as_ptr(v) as usize))
+                .collect()
         };
         assert_eq!(packed_once.len(), 41, "every convolution of the network");
         let _b = model.plan(1, 96, 80).unwrap();

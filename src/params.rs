@@ -222,3 +222,79 @@ mod tests {
         assert!(p.validate().is_err());
     }
 }
+
+/// Euler steps of the reference at the network's scale (`niter=200`).
+const BASE_NITER: f32 = 200.0;
+
+/// How a frame or stack is scaled for the network, and how many steps its flows are
+/// followed, once the object diameter is chosen: the rule of the reference's
+/// `CellposeModel.eval`, shared by 2D and 3D. `rescale = diam_mean / diameter` scales every
+/// side (Z too in 3D, times the anisotropy); `niter = 1 / rescale · 200` when the dynamics run
+/// at the image's size (`resample`), 200 at the network's, unless the caller gives one.
+///
+/// In f32, as the reference computes it: its `diam_mean` is the network's float32 parameter,
+/// and NumPy 2 keeps `float32 / float` and `int * float32` in float32 (NEP 50). It matters at
+/// the edges: 17 / 30 makes a 360-px side 204 px in f32 and 203 with the product in f64.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Scale {
+    /// Network size over image size, per side.
+    pub rescale: f32,
+    /// Euler steps of the dynamics (at least 1).
+    pub niter: u32,
+}
+
+impl Scale {
+    /// For objects `diameter` pixels across with a network trained at `diam_mean`.
+    pub fn for_diameter(
+        diam_mean: f32,
+        diameter: f32,
+        niter: Option<u32>,
+        resample: bool,
+    ) -> Scale {
+        Self::with_rescale(diam_mean / diameter, niter, resample)
+    }
+
+    /// For a given `rescale` (1 for the style pass of the automatic diameter).
+    pub fn with_rescale(rescale: f32, niter: Option<u32>, resample: bool) -> Scale {
+        let niter = niter
+            .unwrap_or(if resample {
+                (1.0 / rescale * BASE_NITER) as u32
+            } else {
+                BASE_NITER as u32
+            })
+            .max(1);
+        Scale { rescale, niter }
+    }
+
+    /// The object diameter (pixels) this scale is for, with a network trained at `diam_mean`.
+    pub fn diameter(&self, diam_mean: f32) -> f32 {
+        diam_mean / self.rescale
+    }
+
+    /// `int(side · rescale)`, the reference's size of a side at the network's scale.
+    pub fn side(&self, side: usize) -> usize {
+        (side as f32 * self.rescale) as usize
+    }
+}
+
+#[cfg(test)]
+mod scale_tests {
+    use super::Scale;
+
+    #[test]
+    fn scale_follows_the_reference_rule_in_f32() {
+        // Values the reference (cellpose 3.1.1.3, NumPy 2) gives: diam_mean 17, diameter 30:
+        // int(360 * rescale) = 204 (203 with the product in f64), niter int(1 / rescale * 200)
+        // = 352; diameter 21.25: 250 steps (249 with 1 / rescale in f64 from the f32 value).
+        let s = Scale::for_diameter(17.0, 30.0, None, true);
+        assert_eq!((s.side(360), s.niter), (204, 352));
+        let s = Scale::for_diameter(17.0, 21.25, None, true);
+        assert_eq!((s.rescale, s.niter), (0.8, 250));
+        assert_eq!(s.diameter(17.0), 21.25);
+        assert_eq!(s.side(255), 204);
+        // At the network's scale: 200 steps; a given niter wins; never 0.
+        assert_eq!(Scale::for_diameter(17.0, 21.25, None, false).niter, 200);
+        assert_eq!(Scale::for_diameter(17.0, 21.25, Some(7), true).niter, 7);
+        assert_eq!(Scale::for_diameter(17.0, 21.25, Some(0), true).niter, 1);
+    }
+}

@@ -7,11 +7,8 @@ use crate::flows_to_masks::{DroppedMasks, MaskFormation};
 use crate::image::ImageView;
 use crate::model::Model;
 use crate::network::{self, IN_CHANNELS, NetworkScratch, OUT_CHANNELS};
-use crate::params::{Diameter, Params};
+use crate::params::{Diameter, Params, Scale};
 use crate::preprocess::{self, Normalization, ResizeScratch};
-
-/// Euler steps of the reference at the network's scale (`niter=200`).
-const BASE_NITER: f32 = 200.0;
 
 /// Result of segmenting one frame. Buffers are reused by [`Segmenter::segment_into`].
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -153,23 +150,32 @@ impl Segmenter {
         }
         let info = self.model.info();
         let (diam_mean, diam_labels) = (info.diam_mean, info.diam_labels);
+        let niter = self.params.niter;
+        let interp = self.params.interp;
         match self.params.diameter {
-            Diameter::Pixels(d) => {
-                self.run_at(w, h, diam_mean / d, true, self.params.interp, out)?
-            }
+            Diameter::Pixels(d) => self.run_at(
+                w,
+                h,
+                Scale::for_diameter(diam_mean, d, niter, true),
+                true,
+                interp,
+                out,
+            )?,
             Diameter::ModelDefault => {
-                self.run_at(w, h, diam_mean / diam_labels, true, self.params.interp, out)?
+                let scale = Scale::for_diameter(diam_mean, diam_labels, niter, true);
+                self.run_at(w, h, scale, true, interp, out)?
             }
             Diameter::Auto => {
                 // Reference SizeModel.eval: style at scale 1 → regression estimate → one
                 // segmentation at that scale (no resampling, no interpolation) → median
                 // diameter of its masks.
-                self.run_network(w, h, 1.0, out)?;
+                self.run_network(w, h, Scale::with_rescale(1.0, niter, false), out)?;
                 let d_style = match &self.model.info().size_model {
                     Some(sm) => sm.estimate(&out.style),
                     None => return Err(ParamsError::NoSizeModel.into()),
                 };
-                self.run_at(w, h, diam_mean / d_style, false, false, out)?;
+                let first = Scale::for_diameter(diam_mean, d_style, niter, false);
+                self.run_at(w, h, first, false, false, out)?;
                 let d = self.ws.masks.median_diameter(&out.labels);
                 let d = if d > 0.0 && d.is_finite() {
                     d
@@ -177,33 +183,32 @@ impl Segmenter {
                     diam_mean
                 };
                 log::debug!("auto diameter: style {d_style:.2} px, refined {d:.2} px");
-                self.run_at(w, h, diam_mean / d, true, self.params.interp, out)?;
+                self.run_at(
+                    w,
+                    h,
+                    Scale::for_diameter(diam_mean, d, niter, true),
+                    true,
+                    interp,
+                    out,
+                )?;
             }
         }
         Ok(())
     }
 
-    /// Network at `rescale`, then dynamics and masks (at image size when `resample`).
+    /// Network at `scale`, then dynamics and masks (at image size when `resample`, which
+    /// `scale.niter` was chosen for).
     fn run_at(
         &mut self,
         w: usize,
         h: usize,
-        rescale: f32,
+        scale: Scale,
         resample: bool,
         interp: bool,
         out: &mut Segmentation,
     ) -> Result<(), Error> {
-        let (rw, rh) = self.run_network(w, h, rescale, out)?;
-        // Reference: niter = 200 / rescale when resampling, 200 otherwise.
-        let niter = self
-            .params
-            .niter
-            .unwrap_or(if resample {
-                (BASE_NITER / rescale) as u32
-            } else {
-                BASE_NITER as u32
-            })
-            .max(1);
+        let (rw, rh) = self.run_network(w, h, scale, out)?;
+        let niter = scale.niter;
         let ws = &mut self.ws;
         if resample || (rw, rh) == (w, h) {
             // The dynamics run on `out.flows` itself (no second flow image at the peak of a
@@ -244,7 +249,7 @@ impl Segmenter {
             ws.masks
                 .fill_holes_and_remove_small(&mut out.labels, [1, h, w], self.params.min_size);
         out.dropped = ws.masks.dropped();
-        out.diameter_used = self.model.info().diam_mean / rescale;
+        out.diameter_used = scale.diameter(self.model.info().diam_mean);
         Ok(())
     }
 
@@ -255,24 +260,21 @@ impl Segmenter {
         &mut self,
         w: usize,
         h: usize,
-        rescale: f32,
+        scale: Scale,
         out: &mut Segmentation,
     ) -> Result<(usize, usize), Error> {
         let ws = &mut self.ws;
         let npix = w * h;
         // Reference: Lyr = int(Ly * rsz).
-        let (rw, rh) = if rescale != 1.0 {
-            (
-                ((w as f64) * rescale as f64) as usize,
-                ((h as f64) * rescale as f64) as usize,
-            )
+        let (rw, rh) = if scale.rescale != 1.0 {
+            (scale.side(w), scale.side(h))
         } else {
             (w, h)
         };
         if rw == 0 || rh == 0 {
             return Err(ParamsError::OutOfRange {
                 name: "diameter",
-                value: (self.model.info().diam_mean / rescale) as f64,
+                value: scale.diameter(self.model.info().diam_mean) as f64,
                 expected: "small enough that the rescaled image keeps at least one pixel",
             }
             .into());

@@ -20,13 +20,11 @@ use crate::image::{ChannelLayout, ImageView, MAX_SIDE, PixelType};
 use crate::masks;
 use crate::model::Model;
 use crate::network::{self, IN_CHANNELS, NetworkScratch};
-use crate::params::{Diameter, Params};
+use crate::params::{Diameter, Params, Scale};
 use crate::preprocess::{self, ResizeScratch};
 use crate::segmenter::{Segmentation, Segmenter};
 use crate::stitch;
 
-/// Euler steps of the reference at the network's scale (`niter=200`).
-const BASE_NITER: f64 = 200.0;
 /// Above this many samples the reference estimates a stack's percentiles on a strided
 /// subsample (`normalize99(downsample=True)`).
 const PERCENTILE_FULL_LIMIT: usize = 224 * 224 * 224;
@@ -538,16 +536,18 @@ impl VolumeSegmenter {
         let (d, h, w, nc) = volume.shape();
         let (stack, diameter) = self.prepared_stack(volume)?;
         let p = self.params.params.clone();
-        let diam_mean = self.model.info().diam_mean as f64;
-        let rescale = diam_mean / diameter as f64;
+        let diam_mean = self.model.info().diam_mean;
+        let scale = Scale::for_diameter(diam_mean, diameter, p.niter, p.resample);
+        let rescale = scale.rescale;
         let aniso = self.params.anisotropy as f64;
         // Reference `_run_net`: Ly' = int(Ly * rescale), Lz' = int(Lz * anisotropy * rescale).
         let resized = rescale != 1.0 || aniso != 1.0;
         let (dz, dy, dx) = if resized {
             (
-                (d as f64 * aniso * rescale) as usize,
-                (h as f64 * rescale) as usize,
-                (w as f64 * rescale) as usize,
+                // NumPy: (int · float) is a Python float, times the float32 rescale float32.
+                ((d as f64 * aniso) as f32 * rescale) as usize,
+                scale.side(h),
+                scale.side(w),
             )
         } else {
             (d, h, w)
@@ -607,8 +607,8 @@ impl VolumeSegmenter {
         Ok(VolumeFlows {
             shape: shape_dyn,
             field: std::mem::take(&mut field),
-            rescale,
-            diameter_used: (diam_mean / rescale) as f32,
+            rescale: rescale as f64,
+            diameter_used: scale.diameter(diam_mean),
         })
     }
 
@@ -626,14 +626,7 @@ impl VolumeSegmenter {
         } = self.flows_3d(volume)?;
         let p = self.params.params.clone();
         let resample = p.resample;
-        let niter = p
-            .niter
-            .unwrap_or(if resample {
-                (1.0 / rescale * BASE_NITER) as u32
-            } else {
-                BASE_NITER as u32
-            })
-            .max(1);
+        let niter = Scale::with_rescale(rescale as f32, p.niter, resample).niter;
         let [ld, lh, lw] = shape_dyn;
         if ld < 2 || lh < 2 || lw < 2 {
             return Err(ImageError::TooThinFor3d {

@@ -382,3 +382,44 @@ fn malformed_volumes_and_parameters_are_rejected() {
     };
     assert!(bad.validate().is_err());
 }
+
+#[test]
+fn a_volume_of_one_plane_segmented_per_plane_or_stitched_gives_the_2d_result() {
+    // One pipeline, two shapes: a stack of depth 1 outside 3D mode is the 2D frame, for
+    // every way of choosing the diameter (the automatic one included).
+    use cellpose::{ImageView, Segmenter};
+    let (w, h, gray) = common::sample_gray("dsb_00071198d059ba7f");
+    let px: Vec<u8> = gray.iter().map(|&v| v as u8).collect();
+    let model = Model::load(common::model_path()).unwrap();
+    for diameter in [
+        Diameter::ModelDefault,
+        Diameter::Pixels(24.0),
+        Diameter::Auto,
+    ] {
+        let params = Params {
+            diameter,
+            ..Params::default()
+        };
+        let flat = Segmenter::new(model.clone(), params.clone())
+            .unwrap()
+            .segment(&ImageView::gray_u8(w, h, &px).unwrap())
+            .unwrap();
+        assert!(flat.n_objects > 5, "{diameter:?}: {}", flat.n_objects);
+        for stitch_threshold in [0.0, 0.25] {
+            let vp = VolumeParams {
+                params: params.clone(),
+                do_3d: false,
+                stitch_threshold,
+                ..VolumeParams::default()
+            };
+            let out = VolumeSegmenter::new(model.clone(), vp)
+                .unwrap()
+                .segment(&VolumeView::gray_u8(1, h, w, &px).unwrap())
+                .unwrap();
+            let what = format!("{diameter:?}, stitch threshold {stitch_threshold}");
+            assert_eq!(out.n_objects, flat.n_objects, "{what}");
+            assert_eq!(out.diameter_used, flat.diameter_used, "{what}");
+            assert!(out.labels == flat.labels, "{what}: labels differ");
+        }
+    }
+}

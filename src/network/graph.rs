@@ -187,7 +187,9 @@ fn replacement(
         _ => return Ok(None),
     };
     let (wires, stage) = input_stage(model, node.inputs[0], cin);
-    let held = choice.packed.map(|p| p.lock().unwrap_or_else(|e| e.into_inner()));
+    let held = choice
+        .packed
+        .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()));
     if let Some(conv) = held.as_ref().and_then(|h| h.get(&node.name)) {
         return Ok(Some((wires, conv.clone())));
     }

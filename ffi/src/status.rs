@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::ffi::{CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
 
 /// Result of every fallible function. `CP_OK` is 0; every other value is an error whose text
 /// `cp_last_error_message()` returns on the same thread.
@@ -145,31 +146,53 @@ pub extern "C" fn cp_last_error_message() -> *const c_char {
     })
 }
 
+impl cp_status {
+    /// Every status in code order: `ALL[code]` is the status of `code` (checked when this
+    /// compiles). A new status goes at the end of the enum and here.
+    const ALL: [cp_status; 15] = [
+        CP_OK,
+        CP_ERR_NULL_POINTER,
+        CP_ERR_INVALID_ARGUMENT,
+        CP_ERR_UNKNOWN_ENUM,
+        CP_ERR_STRUCT_SIZE,
+        CP_ERR_BUFFER_TOO_SMALL,
+        CP_ERR_OVERFLOW,
+        CP_ERR_IO,
+        CP_ERR_MODEL,
+        CP_ERR_PARAMS,
+        CP_ERR_IMAGE,
+        CP_ERR_NO_RESULT,
+        CP_ERR_LABEL_OVERFLOW,
+        CP_ERR_LOGGER,
+        CP_ERR_PANIC,
+    ];
+}
+
+const _: () = {
+    let mut code = 0;
+    while code < cp_status::ALL.len() {
+        assert!(cp_status::ALL[code] as usize == code, "cp_status::ALL is out of code order");
+        code += 1;
+    }
+};
+
 /// Static name of a status code ("CP_OK", "CP_ERR_NULL_POINTER", ...), or "CP_ERR_UNKNOWN"
 /// for a value that is not a `cp_status`.
 ///
 /// Never fails; the string is static. Any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn cp_status_name(status: u32) -> *const c_char {
-    let name = match status {
-        0 => c"CP_OK",
-        1 => c"CP_ERR_NULL_POINTER",
-        2 => c"CP_ERR_INVALID_ARGUMENT",
-        3 => c"CP_ERR_UNKNOWN_ENUM",
-        4 => c"CP_ERR_STRUCT_SIZE",
-        5 => c"CP_ERR_BUFFER_TOO_SMALL",
-        6 => c"CP_ERR_OVERFLOW",
-        7 => c"CP_ERR_IO",
-        8 => c"CP_ERR_MODEL",
-        9 => c"CP_ERR_PARAMS",
-        10 => c"CP_ERR_IMAGE",
-        11 => c"CP_ERR_NO_RESULT",
-        12 => c"CP_ERR_LABEL_OVERFLOW",
-        13 => c"CP_ERR_LOGGER",
-        14 => c"CP_ERR_PANIC",
-        _ => c"CP_ERR_UNKNOWN",
-    };
-    name.as_ptr()
+    // The names are the enum's own identifiers (its `Debug`), made into C strings once.
+    static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        cp_status::ALL
+            .iter()
+            .map(|s| CString::new(format!("{s:?}")).expect("identifiers hold no NUL"))
+            .collect()
+    });
+    names
+        .get(status as usize)
+        .map_or(c"CP_ERR_UNKNOWN".as_ptr(), |name| name.as_ptr())
 }
 
 /// Sets the caller's out-pointer to NULL before anything else can fail, so that a failed
@@ -243,14 +266,22 @@ mod tests {
     }
 
     #[test]
-    fn every_status_has_its_own_name() {
-        for v in 0..=14u32 {
+    fn every_status_of_the_header_has_its_own_name() {
+        // The generated header lists the enum (`  CP_ERR_IO = 7,`): every entry's name must
+        // come back for its value, so a status added to the enum but not to `ALL` fails here.
+        let header = include_str!("../../include/cellpose.h");
+        let body = header.split("enum cp_status\n").nth(1).expect("cp_status in the header");
+        let body = body.split(" {").nth(1).unwrap().split('}').next().unwrap();
+        let mut seen = 0;
+        for line in body.lines().map(str::trim).filter(|l| l.starts_with("CP_")) {
+            let (name, value) = line.trim_end_matches(',').split_once(" = ").unwrap();
+            let value: u32 = value.parse().unwrap();
             // SAFETY: cp_status_name returns a static NUL-terminated string.
-            let n = unsafe { CStr::from_ptr(cp_status_name(v)) }
-                .to_str()
-                .unwrap();
-            assert!(n.starts_with("CP_") && n != "CP_ERR_UNKNOWN", "{v}: {n}");
+            let got = unsafe { CStr::from_ptr(cp_status_name(value)) };
+            assert_eq!(got.to_str().unwrap(), name, "code {value}");
+            seen += 1;
         }
+        assert_eq!(seen, cp_status::ALL.len());
         // SAFETY: as above.
         let n = unsafe { CStr::from_ptr(cp_status_name(99)) };
         assert_eq!(n.to_str().unwrap(), "CP_ERR_UNKNOWN");

@@ -2,8 +2,10 @@
 
 use thiserror::Error;
 
-/// The model file is not a usable Cellpose network.
+/// The model file is not a usable Cellpose network. Non-exhaustive (as are the other layers'
+/// enums): new checks add variants without breaking callers' matches.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ModelError {
     #[error("cannot read model file {path}: {source}")]
     Io {
@@ -55,6 +57,7 @@ pub enum ModelError {
 
 /// A parameter is outside the range the pipeline supports.
 #[derive(Debug, Error, PartialEq)]
+#[non_exhaustive]
 pub enum ParamsError {
     #[error("{name} = {value} is invalid: {expected}")]
     OutOfRange {
@@ -68,6 +71,7 @@ pub enum ParamsError {
 
 /// The frame handed in cannot be read as an image.
 #[derive(Debug, Error, PartialEq, Clone)]
+#[non_exhaustive]
 pub enum ImageError {
     #[error("image size {width}×{height} is invalid: both sides must be at least 1")]
     Empty { width: usize, height: usize },
@@ -106,6 +110,9 @@ pub enum ImageError {
 }
 
 /// Any error of the library.
+///
+/// Exhaustive, unlike the layers' enums (which gain variants as checks are added): a new
+/// layer is a new kind of failure every caller (the C layer's status codes first) must map.
 #[derive(Debug, Error)]
 pub enum Error {
     #[error(transparent)]

@@ -30,7 +30,7 @@ struct Input {
 }
 
 fuzz_target!(|input: Input| {
-    let model = common::model_for(input.model);
+
     let pixel = [PixelType::U8, PixelType::U16, PixelType::F32][input.pixel as usize % 3];
     let (d, h, w, c) = (
         input.depth as usize % 9,
@@ -38,6 +38,7 @@ fuzz_target!(|input: Input| {
         input.width as usize % 48,
         input.channels as usize % 4,
     );
+    let model = common::model_for(input.model, h.max(w));
     let layout = if input.interleaved { ChannelLayout::Interleaved } else { ChannelLayout::Planar };
     let row = w * pixel.bytes() * if input.interleaved { c.max(1) } else { 1 };
     let stride = row + input.stride_pad as usize % 9;

@@ -171,7 +171,10 @@ impl cp_status {
 const _: () = {
     let mut code = 0;
     while code < cp_status::ALL.len() {
-        assert!(cp_status::ALL[code] as usize == code, "cp_status::ALL is out of code order");
+        assert!(
+            cp_status::ALL[code] as usize == code,
+            "cp_status::ALL is out of code order"
+        );
         code += 1;
     }
 };
@@ -270,7 +273,10 @@ mod tests {
         // The generated header lists the enum (`  CP_ERR_IO = 7,`): every entry's name must
         // come back for its value, so a status added to the enum but not to `ALL` fails here.
         let header = include_str!("../../include/cellpose.h");
-        let body = header.split("enum cp_status\n").nth(1).expect("cp_status in the header");
+        let body = header
+            .split("enum cp_status\n")
+            .nth(1)
+            .expect("cp_status in the header");
         let body = body.split(" {").nth(1).unwrap().split('}').next().unwrap();
         let mut seen = 0;
         for line in body.lines().map(str::trim).filter(|l| l.starts_with("CP_")) {

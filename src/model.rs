@@ -240,7 +240,7 @@ impl Model {
                 .ok_or_else(|| ModelError::OutputShape {
                     index: i,
                     expected: "a concrete shape".into(),
-                    found: format!("{:?}", f.shape),
+                    found: shortened(format!("{:?}", f.shape)),
                 })
         };
         let flows = shape_of(0)?;
@@ -432,6 +432,20 @@ impl Model {
     }
 }
 
+/// `text` cut to its first 200 characters (with "…" and the length left out): a mutated
+/// model's symbolic shape can print as hundreds of kilobytes, too long for an error line.
+fn shortened(text: String) -> String {
+    const MOST: usize = 200;
+    match text.char_indices().nth(MOST) {
+        Some((cut, _)) => format!(
+            "{}… ({} more characters)",
+            &text[..cut],
+            text[cut..].chars().count()
+        ),
+        None => text,
+    }
+}
+
 /// Runs tract's work on a graph, `f`, turning a panic inside tract into `err(message)`: its
 /// graph analysis unwraps on some malformed files (fuzzing found a `Reduce` whose axis lies
 /// beyond its input's rank), and a model file must never take the caller down.
@@ -514,6 +528,16 @@ fn int8_scales(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_shapes_in_errors_are_shortened() {
+        assert_eq!(shortened("1,3,8,8".into()), "1,3,8,8");
+        let long = shortened("ab".repeat(1000));
+        assert!(
+            long.starts_with(&"ab".repeat(100)) && long.ends_with("… (1800 more characters)"),
+            "{long}"
+        );
+    }
 
     #[test]
     fn plans_of_different_tile_sizes_share_their_packed_convolutions() {

@@ -53,3 +53,21 @@ fn a_stack_of_one_plane_in_3d_flows_mode_is_refused_without_a_panic() {
         other => panic!("expected TooThinFor3d, got {other:?}"),
     }
 }
+
+#[test]
+fn a_model_whose_output_shape_stays_symbolic_is_refused_in_one_short_line() {
+    // A mutated CPnet (`model_from_bytes` target, reported as a slow input): its output shape
+    // cannot be made concrete and printed as a 371,000-character expression in the error.
+    let bytes = fuzz_input("model_output_shape_not_concrete.onnx");
+    let Err(err) = Model::from_bytes(&bytes) else {
+        panic!("the file must be refused");
+    };
+    let text = err.to_string();
+    assert!(matches!(err, ModelError::OutputShape { .. }), "{err:?}");
+    assert!(
+        text.len() < 400 && text.contains("more characters"),
+        "{} characters: {}",
+        text.len(),
+        &text[..200]
+    );
+}

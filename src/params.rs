@@ -230,7 +230,8 @@ const BASE_NITER: f32 = 200.0;
 /// followed, once the object diameter is chosen: the rule of the reference's
 /// `CellposeModel.eval`, shared by 2D and 3D. `rescale = diam_mean / diameter` scales every
 /// side (Z too in 3D, times the anisotropy); `niter = 1 / rescale · 200` when the dynamics run
-/// at the image's size (`resample`), 200 at the network's, unless the caller gives one.
+/// at the image's size (`resample`), 200 at the network's, unless the caller gives one;
+/// truncated to an integer, and at least 1.
 ///
 /// In f32, as the reference computes it: its `diam_mean` is the network's float32 parameter,
 /// and NumPy 2 keeps `float32 / float` and `int * float32` in float32 (NEP 50). It matters at

@@ -73,6 +73,9 @@ fn sniff(path: &Path) -> Result<(Format, BufReader<File>)> {
 /// damaged file can still reach an unchecked index in those crates (fuzzing found a TIFF
 /// `SampleFormat` tag without values), and one bad file must fail alone, not end a batch or
 /// a folder being watched during an acquisition.
+///
+/// The panic's message still reaches stderr through the process's panic hook (the CLI keeps
+/// Rust's default one), before the error is returned and reported.
 fn decoder_guard<T>(read: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
         Ok(result) => result,
@@ -559,16 +562,15 @@ fn check_size(width: usize, height: usize) -> Result<()> {
 /// PNG's compressed data, at most.
 const DEFLATE_MAX_RATIO: u64 = 1032;
 
-/// Refuses a PNG header that claims more pixels than a file of `file_len` bytes can hold
-/// (every pixel is at least one bit of decoded data), before a buffer of that size is
-/// allocated: a damaged header could otherwise ask for terabytes and abort the process.
-fn check_png_holds(width: usize, height: usize, file_len: u64) -> Result<()> {
-    let pixels = width as u64 * height as u64;
-    let most = file_len.saturating_mul(8 * DEFLATE_MAX_RATIO);
-    if pixels > most {
+/// Refuses a PNG header whose image (`raw_bytes` of filtered rows, as the header's size,
+/// colour type and bit depth give them) is more than a file of `file_len` bytes can expand
+/// to, before the output buffer is allocated: a damaged header could otherwise ask for
+/// terabytes and abort the process.
+fn check_png_holds(width: usize, height: usize, raw_bytes: u64, file_len: u64) -> Result<()> {
+    if raw_bytes > file_len.saturating_mul(DEFLATE_MAX_RATIO) {
         bail!(
-            "PNG header says {width}×{height} pixels, more than its {file_len} bytes can hold \
-             (damaged or truncated file)"
+            "PNG header says {width}×{height} pixels ({raw_bytes} bytes of samples), more than \
+             its {file_len} bytes can hold (damaged or truncated file)"
         );
     }
     Ok(())
@@ -614,7 +616,7 @@ fn read_png_raw<R: Read + Seek>(
         (info.width as usize, info.height as usize)
     };
     check_size(w, h)?;
-    check_png_holds(w, h, file_len)?;
+    check_png_holds(w, h, reader.info().raw_bytes() as u64, file_len)?;
     let size = reader
         .output_buffer_size()
         .context("PNG is too large to decode")?;

@@ -35,11 +35,11 @@ fn a_png_header_claiming_more_pixels_than_the_file_holds_is_refused_before_alloc
         "png_header_claims_terapixels.png",
         "1264×4294901772 pixels; the library segments sides up to 65536",
     );
-    // Sides within the limit, but 3.6 GB of pixels in 69 bytes: more than deflate can
+    // Sides within the limit, but 3.6 GB of samples in 69 bytes: more than deflate can
     // expand them to (1032:1), refused before the buffer is allocated.
     refused(
         "png_header_claims_more_than_its_bytes.png",
-        "60000×60000 pixels, more than its 69 bytes can hold",
+        "60000×60000 pixels (3600060000 bytes of samples), more than its 69 bytes can hold",
     );
 }
 

@@ -8,15 +8,20 @@ fn fuzz_input(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// The error `Model::from_bytes` refuses fuzz input `name` with, and its text.
+fn refused_model(name: &str) -> (ModelError, String) {
+    let Err(err) = Model::from_bytes(&fuzz_input(name)) else {
+        panic!("{name} must be refused");
+    };
+    let text = err.to_string();
+    (err, text)
+}
+
 #[test]
 fn a_model_whose_reduce_axis_lies_beyond_its_rank_is_refused_without_a_panic() {
     // A mutated CPnet file (`model_from_bytes` target): tract's graph analysis unwraps an
     // axis error inside `Reduce` and panicked through `Model::from_bytes`.
-    let bytes = fuzz_input("model_reduce_axis_beyond_rank.onnx");
-    let Err(err) = Model::from_bytes(&bytes) else {
-        panic!("the file must be refused");
-    };
-    let text = err.to_string();
+    let (err, text) = refused_model("model_reduce_axis_beyond_rank.onnx");
     assert!(
         matches!(err, ModelError::Parse(_) | ModelError::Optimise { .. }),
         "{err:?}"
@@ -58,11 +63,7 @@ fn a_stack_of_one_plane_in_3d_flows_mode_is_refused_without_a_panic() {
 fn a_model_whose_output_shape_stays_symbolic_is_refused_in_one_short_line() {
     // A mutated CPnet (`model_from_bytes` target, reported as a slow input): its output shape
     // cannot be made concrete and printed as a 371,000-character expression in the error.
-    let bytes = fuzz_input("model_output_shape_not_concrete.onnx");
-    let Err(err) = Model::from_bytes(&bytes) else {
-        panic!("the file must be refused");
-    };
-    let text = err.to_string();
+    let (err, text) = refused_model("model_output_shape_not_concrete.onnx");
     assert!(matches!(err, ModelError::OutputShape { .. }), "{err:?}");
     assert!(
         text.len() < 400 && text.contains("more characters"),

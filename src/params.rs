@@ -242,6 +242,9 @@ pub(crate) struct Scale {
     pub rescale: f32,
     /// Euler steps of the dynamics (at least 1).
     pub niter: u32,
+    /// Whether the dynamics run at the image's size (reference `resample`), which `niter`
+    /// was chosen for.
+    pub resample: bool,
 }
 
 impl Scale {
@@ -264,7 +267,11 @@ impl Scale {
                 BASE_NITER as u32
             })
             .max(1);
-        Scale { rescale, niter }
+        Scale {
+            rescale,
+            niter,
+            resample,
+        }
     }
 
     /// The object diameter (pixels) this scale is for, with a network trained at `diam_mean`.

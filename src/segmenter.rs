@@ -157,13 +157,12 @@ impl Segmenter {
                 w,
                 h,
                 Scale::for_diameter(diam_mean, d, niter, true),
-                true,
                 interp,
                 out,
             )?,
             Diameter::ModelDefault => {
                 let scale = Scale::for_diameter(diam_mean, diam_labels, niter, true);
-                self.run_at(w, h, scale, true, interp, out)?
+                self.run_at(w, h, scale, interp, out)?
             }
             Diameter::Auto => {
                 // Reference SizeModel.eval: style at scale 1 → regression estimate → one
@@ -175,7 +174,7 @@ impl Segmenter {
                     None => return Err(ParamsError::NoSizeModel.into()),
                 };
                 let first = Scale::for_diameter(diam_mean, d_style, niter, false);
-                self.run_at(w, h, first, false, false, out)?;
+                self.run_at(w, h, first, false, out)?;
                 let d = self.ws.masks.median_diameter(&out.labels);
                 let d = if d > 0.0 && d.is_finite() {
                     d
@@ -183,34 +182,26 @@ impl Segmenter {
                     diam_mean
                 };
                 log::debug!("auto diameter: style {d_style:.2} px, refined {d:.2} px");
-                self.run_at(
-                    w,
-                    h,
-                    Scale::for_diameter(diam_mean, d, niter, true),
-                    true,
-                    interp,
-                    out,
-                )?;
+                let scale = Scale::for_diameter(diam_mean, d, niter, true);
+                self.run_at(w, h, scale, interp, out)?;
             }
         }
         Ok(())
     }
 
-    /// Network at `scale`, then dynamics and masks (at image size when `resample`, which
-    /// `scale.niter` was chosen for).
+    /// Network at `scale`, then dynamics and masks (at image size when `scale.resample`).
     fn run_at(
         &mut self,
         w: usize,
         h: usize,
         scale: Scale,
-        resample: bool,
         interp: bool,
         out: &mut Segmentation,
     ) -> Result<(), Error> {
         let (rw, rh) = self.run_network(w, h, scale, out)?;
         let niter = scale.niter;
         let ws = &mut self.ws;
-        if resample || (rw, rh) == (w, h) {
+        if scale.resample || (rw, rh) == (w, h) {
             // The dynamics run on `out.flows` itself (no second flow image at the peak of a
             // frame); the flows are then made again from the network's outputs.
             ws.masks.raw_labels_in_place(

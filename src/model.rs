@@ -248,7 +248,7 @@ impl Model {
             return Err(ModelError::OutputShape {
                 index: 0,
                 expected: format!("N×3×H×W ([1, 3, {probe}, {probe}])"),
-                found: format!("{flows:?}"),
+                found: shortened(format!("{flows:?}")),
             });
         }
         let style = shape_of(1)?;
@@ -256,7 +256,7 @@ impl Model {
             return Err(ModelError::OutputShape {
                 index: 1,
                 expected: "N×S style vector".into(),
-                found: format!("{style:?}"),
+                found: shortened(format!("{style:?}")),
             });
         }
         let mut inner = Arc::try_unwrap(model.inner)

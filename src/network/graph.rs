@@ -172,6 +172,18 @@ fn replacement(
         return Ok(None);
     }
     let (cin, cout) = (op.input_channels(), op.output_channels());
+    // Packed already for another plan of this graph (where this node passed the checks
+    // below): no need to read, dequantize and check its weights again.
+    let held = choice
+        .packed
+        .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()));
+    if let Some(conv) = held.as_ref().and_then(|h| h.get(&node.name)) {
+        let conv = conv.clone();
+        drop(held);
+        let (wires, _) = input_stage(model, node.inputs[0], cin);
+        return Ok(Some((wires, conv)));
+    }
+    drop(held); // packing takes a while: other sessions' plans need not wait for it
     let (Some(weights), Some(bias)) = (
         constant_f32(model, node.inputs[1]),
         constant_f32(model, node.inputs[2]),
@@ -187,13 +199,6 @@ fn replacement(
         _ => return Ok(None),
     };
     let (wires, stage) = input_stage(model, node.inputs[0], cin);
-    let held = choice
-        .packed
-        .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()));
-    if let Some(conv) = held.as_ref().and_then(|h| h.get(&node.name)) {
-        return Ok(Some((wires, conv.clone())));
-    }
-    drop(held); // packing takes a while: other sessions' plans need not wait for it
     let relu = stage.relu;
     let mut conv = DirectConv::new_f32(&weights, &bias, (cin, cout, ks), stage, choice.f32_isa)?;
     if let Some((isa, scales)) = choice.int8

@@ -5,9 +5,10 @@
 #
 # Environment (defaults in brackets):
 #   PYTHON          Python with cellpose==3.1.1.3, torch, onnxruntime, onnx  [/work/venv/bin/python, else python3]
-#   DATA            dsb2018 test folder                      [../shared/data/dsb2018/test]
+#   DATA            dsb2018 test folder                      [$CELLPOSE_DATA/dsb2018/test]
+#   CELLPOSE_DATA   folder of the data sets                  [../shared/data]
 #   MODEL_FP32      fp32 ONNX model                          [models/nuclei_light.onnx]
-#   MODEL_INT8      int8 ONNX model; made into the work dir by models/quantize.py
+#   MODEL_INT8      int8 ONNX model; made into the work dir by python -m models.quantize
 #                   (--mode $INT8_MODE) when the file is missing  [models/nuclei_light_int8.onnx]
 #   INT8_MODE       weights | qdq | qoperator                [weights]
 #   WEIGHTS         PyTorch weights of the same network      [models/run_light/best.pth]
@@ -23,7 +24,7 @@ MODE=full
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x /work/venv/bin/python ]]; then PYTHON=/work/venv/bin/python; else PYTHON=python3; fi
 fi
-DATA=${DATA:-../shared/data/dsb2018/test}
+DATA=${DATA:-${CELLPOSE_DATA:-../shared/data}/dsb2018/test}
 MODEL_FP32=${MODEL_FP32:-models/nuclei_light.onnx}
 MODEL_INT8=${MODEL_INT8:-models/nuclei_light_int8.onnx}
 INT8_MODE=${INT8_MODE:-weights}
@@ -52,7 +53,7 @@ if [[ ! -f $MODEL_INT8 ]]; then
     log "no $MODEL_INT8: quantizing $MODEL_FP32 (--mode $INT8_MODE) into $WORK"
     # The weights form computes in int8 only with calibrated activation scales.
     CALIBRATE=$([[ $INT8_MODE == weights ]] && echo "--calibrate 64" || true)
-    "$PYTHON" models/quantize.py --model "$MODEL_FP32" --out "$WORK/int8.onnx" --mode "$INT8_MODE" $CALIBRATE >&2
+    "$PYTHON" -m models.quantize --model "$MODEL_FP32" --out "$WORK/int8.onnx" --mode "$INT8_MODE" $CALIBRATE >&2
     MODEL_INT8=$WORK/int8.onnx
     INT8_FORM="$INT8_MODE (made for this run)"
 else

@@ -171,8 +171,8 @@ def peers(args):
     import torch
     import cellpose
     from cellpose import dynamics, metrics
-    sys.path.insert(0, str(ROOT / "models"))
-    from reference import reference_model
+    sys.path.insert(0, str(ROOT))  # the checkout's root, where the package `models` is
+    from models.reference import reference_model
 
     T = args.threads
     torch.set_num_threads(T)

@@ -14,7 +14,7 @@ script reports the held-out loss (the same crops and seed as `train.py`'s model 
 of the average, so that it is chosen by the same rule as `best.pth`, never by test scores.
 
 Example (three windows, each written as RUN/swa_FIRST_LAST.pth):
-    python models/average_weights.py --run models/run_standard_long --windows 340-359,320-359,290-359 --write
+    python -m models.average_weights --run models/run_standard_long --windows 340-359,320-359,290-359 --write
 """
 import argparse
 import json
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from cellpose import resnet_torch
 
-from train import DATA, augmented_batch, held_out_loss, prepare_split
+from .train import DATA, augmented_batch, held_out_loss, prepare_split
 
 
 def average_states(paths: list[Path], expected_epochs: list[int]) -> dict:

@@ -12,7 +12,7 @@ deviation (the texture of phase-contrast cells against a flat background) or its
 from a smooth background, smoothed by a Gaussian, thresholded at a factor of Otsu's level; holes are filled, small pieces dropped, and touching
 objects split by a watershed on the distance transform from its local maxima.
 
-    python models/baseline_classical.py --train ../shared/data/usiigaci/train --test ../shared/data/usiigaci/test
+    python -m models.baseline_classical --train ../shared/data/usiigaci/train --test ../shared/data/usiigaci/test
 """
 import argparse
 import itertools
@@ -23,7 +23,7 @@ from cellpose import metrics
 from scipy import ndimage as ndi
 from skimage import feature, filters, morphology, segmentation
 
-from folders import read_folder
+from .folders import read_folder
 
 THRESHOLDS = [0.5, 0.75, 0.9]
 

@@ -5,7 +5,7 @@
 # but no network and not ../shared/data, so this writes, both ignored by git through
 # .git/info/exclude and both to be named in the call's `carry`:
 #   .whl/                          cellpose 3.1.1.3 and its remaining pure needs, for Python 3.12 (~2.6 MB)
-#   models/pack/dsb2018_train.npz  train/ as lossless PNGs in one file (32 MiB; models/pack_data.py)
+#   models/pack/dsb2018_train.npz  train/ as lossless PNGs in one file (32 MiB; python -m models.pack_data)
 # The repository itself travels too; the total must stay under 64 MiB.
 #   bash models/device_prepare.sh
 set -euo pipefail
@@ -17,8 +17,8 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 -d .whl \
   cellpose==3.1.1.3 fastremap==1.21.0 fill-voids==2.1.2 natsort==8.4.0 roifile
-$PYTHON models/pack_data.py --out models/pack/dsb2018_train.npz
-$PYTHON models/pack_data.py --out models/pack/dsb2018_train.npz --check
+$PYTHON -m models.pack_data --out models/pack/dsb2018_train.npz
+$PYTHON -m models.pack_data --out models/pack/dsb2018_train.npz --check
 tracked=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
 carried=$(du -cb .whl models/pack | tail -1 | cut -f1)
 echo "tracked files $((tracked / 1048576)) MiB + carried $((carried / 1048576)) MiB (limit 64 MiB)"

@@ -8,7 +8,7 @@
 # fitting the size model).
 # What comes back under $OUT (each file ≤ 16 MiB): best_f16.pth (the best held-out weights in
 # fp16), size_model.npy, history.json, config.json, train.log. Here, afterwards:
-#   python models/half_weights.py --to-float <files_at>/best_f16.pth models/<run>/best.pth
+#   python -m models.half_weights --to-float <files_at>/best_f16.pth models/<run>/best.pth
 #   cp <files_at>/{size_model.npy,history.json,config.json,train.log} models/<run>/
 #   NAME=<model name> STEPS=export,eval,reference bash models/finalize.sh models/<run>
 # A later GPU session continues from returned weights: copy them into the carried
@@ -27,11 +27,11 @@ dir=models/$run
 init=()
 if [[ -n "${INIT:-}" ]]; then init=(--init "$INIT"); fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-$PYTHON models/train.py --out "$dir" --data models/pack/dsb2018_train.npz --nbase "$nbase" \
+$PYTHON -m models.train --out "$dir" --data models/pack/dsb2018_train.npz --nbase "$nbase" \
   --epochs "$epochs" --bsize "${BSIZE:-224}" --threads "${THREADS:-8}" --max-minutes "$minutes" "${init[@]}" \
   2>&1 | grep --line-buffered -v "it/s\]" | tee "$OUT/train.log"
-$PYTHON models/half_weights.py "$dir/best.pth" "$OUT/best_f16.pth"
-$PYTHON models/train_size.py --weights "$dir/best.pth" --data models/pack/dsb2018_train.npz \
+$PYTHON -m models.half_weights "$dir/best.pth" "$OUT/best_f16.pth"
+$PYTHON -m models.train_size --weights "$dir/best.pth" --data models/pack/dsb2018_train.npz \
   --out "$OUT/size_model.npy" --epochs 2 --threads "${THREADS:-8}" 2>&1 | grep -v "it/s"
 cp "$dir/history.json" "$dir/config.json" "$OUT/"
 ls -la "$OUT"

@@ -3,7 +3,7 @@
 folder with this project's weights: AP at IoU 0.5/0.75/0.9 from
 `cellpose.metrics.average_precision`, averaged over images, and seconds per image.
 
-    python models/eval_reference.py --weights models/run_light/best.pth --dir ../shared/data/dsb2018/test
+    python -m models.eval_reference --weights models/run_light/best.pth --dir ../shared/data/dsb2018/test
 """
 import argparse
 import time
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from cellpose import io, metrics
 
-from reference import reference_model
+from .reference import reference_model
 
 
 def main():

@@ -15,7 +15,7 @@ cellpose.diam_labels, cellpose.nbase, cellpose.channels, cellpose.version,
 cellpose.training_data, cellpose.license, and with --size-model the size-model parameters
 cellpose.size_model.{A,smean,ymean} (see src/size_model.rs).
 
-    python models/export.py --checkpoint models/run_light/best.pth --out models/nuclei_light_fp32.onnx \
+    python -m models.export --checkpoint models/run_light/best.pth --out models/nuclei_light_fp32.onnx \
         --size-model models/run_light/size_model.npy --version nuclei-light-1
 """
 import argparse
@@ -85,7 +85,7 @@ def main():
             if np.ravel(size_model[key]).size != nbase[-1]:
                 raise SystemExit(f"{args.size_model}: {key} has {np.ravel(size_model[key]).size} values, "
                                  f"but the network's style vector has {nbase[-1]} (widths {nbase}); "
-                                 f"fit the size model on this checkpoint (models/train_size.py)")
+                                 f"fit the size model on this checkpoint (python -m models.train_size)")
     wrapped = ExportNet(net).eval()
     x = torch.randn(1, nbase[0], 224, 224)
     with torch.no_grad():

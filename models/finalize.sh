@@ -8,7 +8,9 @@
 # the tests use (nuclei_light). About 45 min on 2 idle cores for the light widths.
 # STEPS=export,fixtures,eval,reference (default: all) runs a subset, in that order.
 # SIZE_L2=1e-6,1e-5,...,1 lets the size model choose its ridge penalty on held-out crops
-# (default 1, the reference value the shipped light model used).
+# (default 1, the reference value the shipped light model used). TEST_DIR: the test split
+# (default $CELLPOSE_DATA/dsb2018/test, CELLPOSE_DATA defaulting to ../shared/data).
+# Run from the checkout's root: the Python tools are the modules of models/ (python -m models.X).
 set -euo pipefail
 run=${1:-models/run_light}
 name=${NAME:-nuclei_light}
@@ -16,8 +18,8 @@ if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x venv/bin/python ]]; then PYTHON=venv/bin/python; else PYTHON=/work/venv/bin/python; fi
 fi
 py=$(command -v "$PYTHON")
-case $py in /*) ;; *) py=$PWD/$py ;; esac  # absolute: the reference step runs from models/
-test_dir=${TEST_DIR:-../shared/data/dsb2018/test}
+case $py in /*) ;; *) py=$PWD/$py ;; esac
+test_dir=${TEST_DIR:-${CELLPOSE_DATA:-../shared/data}/dsb2018/test}
 steps=${STEPS:-export,fixtures,eval,reference}
 has() { [[ ",$steps," == *",$1,"* ]]; }
 res=models/results/$name
@@ -26,12 +28,12 @@ ck=$run/best.pth
 fp32=models/$name.onnx
 int8=models/${name}_int8.onnx
 if has export; then
-  $py models/flops.py "$ck" | tee "$res/flops.txt"
-  $py models/train_size.py --weights "$ck" --out "$run/size_model.npy" --epochs 2 --l2 "${SIZE_L2:-1}" | grep -v "it/s" | tee "$res/size_model_fit.txt"
-  $py models/export.py --checkpoint "$ck" --out "$fp32" --size-model "$run/size_model.npy" \
+  $py -m models.flops "$ck" | tee "$res/flops.txt"
+  $py -m models.train_size --weights "$ck" --out "$run/size_model.npy" --epochs 2 --l2 "${SIZE_L2:-1}" | grep -v "it/s" | tee "$res/size_model_fit.txt"
+  $py -m models.export --checkpoint "$ck" --out "$fp32" --size-model "$run/size_model.npy" \
     --version "${name//_/-}-$(date -u +%Y%m%d)" --training-data "dsb2018 train split (../shared/data/dsb2018/train, 90%; 10% held out)" \
     --license "CC0 training data; weights BSD-3-Clause" 2>&1 | grep wrote
-  $py models/quantize.py --model "$fp32" --out "$int8" --mode weights
+  $py -m models.quantize --model "$fp32" --out "$int8" --mode weights
   sha256sum "$fp32" "$int8" | tee "$res/sha256.txt"
 fi
 if has fixtures; then
@@ -57,7 +59,6 @@ if has eval; then
   tail -1 "$res/rust_int8_true_diameter.txt"
 fi
 if has reference; then
-  (cd models && "$py" eval_reference.py --weights "../$ck" --dir "../$test_dir" --threads 2) \
-    > "$res/reference_fp32_default.txt"
+  "$py" -m models.eval_reference --weights "$ck" --dir "$test_dir" --threads 2 > "$res/reference_fp32_default.txt"
   tail -2 "$res/reference_fp32_default.txt"
 fi

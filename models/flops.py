@@ -3,14 +3,13 @@
 224×224 tile and per 512×512 frame (the padded 528×528 frame is covered by 3×3 tiles at the
 reference's default 10 % overlap).
 
-    python models/flops.py models/run_light/best.pth
+    python -m models.flops models/run_light/best.pth
 """
 import sys
 
 import torch
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from export import load_net  # noqa: E402
+from .export import load_net
 
 
 def main():

@@ -1,6 +1,7 @@
 """Training data from folders of annotated images, checked before any training starts.
 
 Offline tooling (train.py, train_size.py, quantize.py, held_out_split.py, retrain.py).
+Also where the data sets are by default: `data_root()`, the one place every tool takes it from.
 A training folder holds `NAME_img.EXT` + `NAME_masks.EXT` pairs (EXT: png, tif, tiff; any
 bit depth; gray or RGB images; integer label images, 0 background, one value per object),
 the layout of `../shared/data/<dataset>/train`. A dataset folder holding `train/` may be
@@ -12,12 +13,22 @@ image that is not integer or has no object, a channel choice the image does not 
 few images.
 """
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+DATA_ENV = "CELLPOSE_DATA"
+
+
+def data_root() -> Path:
+    """The folder holding the data sets (`dsb2018/`, `usiigaci/`, ...): `$CELLPOSE_DATA`, else
+    `../shared/data` beside the checkout. Every tool's default data path starts here; an
+    explicit argument (`--data`, `--dir`, `--train`, ...) wins over it."""
+    env = os.environ.get(DATA_ENV)
+    return Path(env) if env else Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 class DataError(SystemExit):
@@ -76,7 +87,7 @@ def read_folder(arg: str, channels=(0, 0), problems=None) -> Folder:
     problems = [] if own else problems
     path = Path(arg)
     if path.is_file() and path.suffix == ".npz":
-        from pack_data import load_pack
+        from .pack_data import load_pack
         pack = load_pack(path)
         f = Folder(path)
         for n in sorted(pack):

@@ -6,8 +6,8 @@ A lent GPU machine returns files of at most 16 MiB; the standard widths' fp32 we
 `best.pth`: the shipped model is then exactly those rounded weights, for the reference and
 for the Rust pipeline alike (rounding to fp16 changes each weight by at most 2^-11 of it).
 
-    python models/half_weights.py models/run_standard/best.pth /tmp/out/best_f16.pth
-    python models/half_weights.py --to-float best_f16.pth models/run_standard/best.pth
+    python -m models.half_weights models/run_standard/best.pth /tmp/out/best_f16.pth
+    python -m models.half_weights --to-float best_f16.pth models/run_standard/best.pth
 """
 import argparse
 

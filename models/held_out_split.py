@@ -8,14 +8,14 @@ the dataset (nothing is copied) and DEST/manifest_heldout.csv with the dataset's
 rows of those images.
 
 Example:
-    python models/held_out_split.py --dest /tmp/ho
+    python -m models.held_out_split --dest /tmp/ho
     cargo run --release --example evaluate -- models/nuclei_light_int8.onnx /tmp/ho/heldout auto 2
 """
 import argparse
 import os
 from pathlib import Path
 
-from train import DATA, held_out
+from .train import DATA, held_out
 
 
 def main():

@@ -9,7 +9,7 @@ pack holds, per image, a lossless PNG of exactly the array `cellpose.io.imread` 
 for `np.savez_compressed` of the raw arrays. Training on it is training on the folder;
 `--check` decodes every image and compares it with the folder.
 
-    python models/pack_data.py --out models/pack/dsb2018_train.npz
+    python -m models.pack_data --out models/pack/dsb2018_train.npz
 """
 import argparse
 from pathlib import Path
@@ -18,7 +18,9 @@ import cv2
 import numpy as np
 from cellpose import io
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "dsb2018"
+from .folders import data_root
+
+DATA = data_root() / "dsb2018"
 
 
 def main():

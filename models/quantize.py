@@ -17,7 +17,7 @@ onnxruntime on N normalised 224×224 crops of training images, and the input of 
 convolution that follows a ReLU gets scale = max over the crops / 255 (u8 codes, zero point 0).
 Without it the file is weight-only and the library computes in f32.
 
-    python models/quantize.py --model models/nuclei_light.onnx --out models/nuclei_light_int8.onnx --mode weights --calibrate 64
+    python -m models.quantize --model models/nuclei_light.onnx --out models/nuclei_light_int8.onnx --mode weights --calibrate 64
 """
 import argparse
 import hashlib
@@ -27,7 +27,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, helper, TensorProto
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "dsb2018" / "train"
+from .folders import data_root
+
+DATA = data_root() / "dsb2018" / "train"
 
 
 def weight_only(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -61,7 +63,7 @@ class Calibration:
 
     def __init__(self, n=32, seed=0, data=DATA, channels=(0, 0)):
         from cellpose import io, transforms
-        from folders import IMAGE_SUFFIXES, train_folder
+        from .folders import IMAGE_SUFFIXES, train_folder
         rng = np.random.default_rng(seed)
         folders = [train_folder(Path(d)) for d in (data if isinstance(data, (list, tuple)) else [data])]
         per = [sorted(p for p in f.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES

@@ -2,15 +2,11 @@
 
 Offline tooling shared by the fixture, evaluation and benchmark scripts.
 """
-import sys
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from cellpose import models, resnet_torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export import widths_from_state  # noqa: E402
+from .export import widths_from_state
 
 
 class PadStyle(torch.nn.Module):

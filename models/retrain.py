@@ -18,7 +18,7 @@ One command takes one or more folders of `NAME_img.{png,tif}` + `NAME_masks.{png
    `cellpose eval` scores them;
 6. writes `NAME.md`, a short card: data, recipe, files with sha256, held-out AP50/75/90.
 
-    python models/retrain.py --data ../shared/data/usiigaci/train --name my_cells --init cyto \\
+    python -m models.retrain --data ../shared/data/usiigaci/train --name my_cells --init cyto \\
         --channels 0,0 --diam-mean 30 --epochs 100 --out-dir my_models
 
 The held-out images are chosen by a hash of each name (10 %, at least one per folder of 3 or
@@ -35,22 +35,31 @@ import sys
 import time
 from pathlib import Path
 
+from .folders import IMAGE_SUFFIXES, DataError, read_folders, split
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-from folders import IMAGE_SUFFIXES, DataError, read_folders, split  # noqa: E402
 
 # This project's weights, by the name the library gives the model they became.
 INIT_WEIGHTS = {"nuclei": HERE / "run_light" / "best.pth", "cyto": HERE / "run_cyto2" / "best_epoch74.pth"}
 STEPS = ("train", "size", "export", "validate", "card")
 
 
+def tool(name):
+    """The command line that runs another tool of this package (`python -m models.NAME`)."""
+    return [sys.executable, "-m", f"{__package__}.{name}"]
+
+
 def run(cmd, log):
-    """Runs one step, its output echoed and appended to the run's log; stops on failure."""
+    """Runs one step, its output echoed and appended to the run's log; stops on failure. The
+    step finds this package from any working directory: the checkout's root leads PYTHONPATH."""
     print("+ " + " ".join(str(c) for c in cmd), flush=True)
+    path = os.environ.get("PYTHONPATH")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""))
     with open(log, "a") as f:
         f.write("+ " + " ".join(str(c) for c in cmd) + "\n")
-        p = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        p = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=env)
         out = []
         for line in p.stdout:
             f.write(line)
@@ -146,12 +155,11 @@ def main():
     out_dir.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "retrain.log"
-    py = sys.executable
     fp32, int8 = out_dir / f"{args.name}.onnx", out_dir / f"{args.name}_int8.onnx"
     common = ["--data", *args.data] + (["--data-weights", args.data_weights] if args.data_weights else [])
 
     if "train" in steps:
-        cmd = [py, HERE / "train.py", "--out", run_dir, *common, "--channels", args.channels,
+        cmd = [*tool("train"), "--out", run_dir, *common, "--channels", args.channels,
                "--diam-mean", args.diam_mean, "--epochs", args.epochs, "--lr", args.lr, "--bsize", args.bsize,
                "--threads", args.threads, "--min-images", args.min_images]
         cmd += ["--samples-per-epoch", args.samples_per_epoch] if args.samples_per_epoch else []
@@ -161,17 +169,17 @@ def main():
         run(cmd, log)
     ck = run_dir / "best.pth"
     if "size" in steps:
-        run([py, HERE / "train_size.py", "--weights", ck, "--out", run_dir / "size_model.npy", *common,
+        run([*tool("train_size"), "--weights", ck, "--out", run_dir / "size_model.npy", *common,
              "--channels", args.channels, "--epochs", 2, "--threads", args.threads], log)
     if "export" in steps:
         names = {0: "gray", 1: "red", 2: "green", 3: "blue"}
         meaning = (f"0: cells to segment ({names[channels[0]]} of the image), "
                    f"1: {'nuclei (' + names[channels[1]] + ')' if channels[1] else 'optional nucleus channel (zeros)'}")
         data_desc = ", ".join(str(Path(d)) for d in args.data)
-        run([py, HERE / "export.py", "--checkpoint", ck, "--out", fp32, "--size-model", run_dir / "size_model.npy",
+        run([*tool("export"), "--checkpoint", ck, "--out", fp32, "--size-model", run_dir / "size_model.npy",
              "--version", f"{args.name}-{time.strftime('%Y%m%d', time.gmtime())}", "--channels", meaning,
              "--training-data", f"{data_desc} (90 %; 10 % held out by name hash)", "--license", args.license], log)
-        run([py, HERE / "quantize.py", "--model", fp32, "--out", int8, "--mode", "weights", "--calibrate", 64,
+        run([*tool("quantize"), "--model", fp32, "--out", int8, "--mode", "weights", "--calibrate", 64,
              "--data", *args.data, "--channels", args.channels], log)
     scores = None
     if "validate" in steps:
@@ -221,7 +229,7 @@ def main():
         hist = json.loads((run_dir / "history.json").read_text())
         best = min(hist, key=lambda h: h["val_loss"])
         lines = [f"# Model card: `{args.name}`", "",
-                 "Made by `models/retrain.py` (cellpose-rs offline tooling).", "",
+                 "Made by `python -m models.retrain` (cellpose-rs offline tooling).", "",
                  "| file | size | sha256 |", "|---|---|---|"]
         for p in (fp32, int8):
             if p.exists():

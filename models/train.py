@@ -10,9 +10,9 @@ an interrupted run resumes where it stopped (`--resume`), and it keeps the check
 with the lowest loss on a held-out part of train/ (`best.pth`).
 
 Example (CPU, 2 threads):
-    python models/train.py --out models/run_light --nbase 2,16,32,64,128 --epochs 40
-    python models/train.py --out models/run_light --resume      # after an interruption
-    python models/train.py --out models/run_light --resume --bf16  # 2x faster on AVX512_BF16
+    python -m models.train --out models/run_light --nbase 2,16,32,64,128 --epochs 40
+    python -m models.train --out models/run_light --resume      # after an interruption
+    python -m models.train --out models/run_light --resume --bf16  # 2x faster on AVX512_BF16
 """
 import argparse
 import json
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from cellpose import resnet_torch, train, transforms, models
 
-from folders import DataError, held_out, read_folders, split  # noqa: F401 - held_out is re-exported
+from .folders import DataError, data_root, held_out, read_folders, split  # noqa: F401 - held_out is re-exported
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "dsb2018"
+DATA = data_root() / "dsb2018"
 
 
 def parse_channels(s: str):
@@ -136,7 +136,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--data", nargs="+", default=[str(DATA)], metavar="FOLDER",
                     help="one or more folders of NAME_img + NAME_masks pairs (png/tif), dataset folders holding "
-                    "train/, or packs from models/pack_data.py (default: ../shared/data/dsb2018)")
+                    "train/, or packs from models.pack_data (default: $CELLPOSE_DATA/dsb2018, "
+                    "CELLPOSE_DATA defaulting to ../shared/data)")
     ap.add_argument("--data-weights", help="each source's share of an epoch's crops, e.g. 1,1 (default: in "
                     "proportion to its images); also weights the held-out loss")
     ap.add_argument("--samples-per-epoch", type=int, default=0,
@@ -161,7 +162,7 @@ def main():
                     help="bfloat16 autocast + channels-last for the training passes (held-out loss stays fp32); "
                     "2.1x faster per batch on a CPU with AVX512_BF16")
     ap.add_argument("--keep-snapshots", action="store_true",
-                    help="keep every epoch's checkpoint as snapshots/epNNN.pth (for models/average_weights.py)")
+                    help="keep every epoch's checkpoint as snapshots/epNNN.pth (for models.average_weights)")
     ap.add_argument("--max-minutes", type=float, default=0, help="stop cleanly after this long (0: no limit)")
     args = ap.parse_args()
 
@@ -176,7 +177,7 @@ def main():
     if args.nbase is None:
         args.nbase = "2,16,32,64,128"
         if args.init:
-            from export import widths_from_state
+            from .export import widths_from_state
             sd = torch.load(args.init, map_location="cpu", weights_only=True)
             args.nbase = ",".join(str(v) for v in widths_from_state(sd.get("net", sd)))
     cfg_path = out / "config.json"

@@ -16,19 +16,16 @@ fixed penalty `l2_regularization=1`):
   length, so their spread per component shrinks as the network widens, and a fixed λ
   regularises a wider network harder.
 
-    python models/train_size.py --weights models/run_light/best.pth --out models/run_light/size_model.npy
+    python -m models.train_size --weights models/run_light/best.pth --out models/run_light/size_model.npy
 """
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 from cellpose import models, train, transforms
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export import load_net  # noqa: E402
-from train import load_split, parse_channels  # noqa: E402
+from .export import load_net
+from .train import DATA, load_split, parse_channels
 
 
 def repeats(src, weights):
@@ -94,7 +91,7 @@ def main():
     ap.add_argument("--weights", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--data", nargs="+",
-                    default=[str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "dsb2018")],
+                    default=[str(DATA)],
                     help="the training run's --data: folders of pairs, dataset folders or packs")
     ap.add_argument("--data-weights", help="the training run's --data-weights (each source's share of the crops)")
     ap.add_argument("--channels", type=parse_channels, default=(0, 0), metavar="C,N")

@@ -8,7 +8,7 @@ on the size model), then recomputes masks with the reference `dynamics.compute_m
 every pair of thresholds and prints mean AP at IoU 0.5/0.75/0.9 per pair, best last.
 The test split is never looked at.
 
-    python models/tune_thresholds.py --weights models/run_light/best.pth [--augment]
+    python -m models.tune_thresholds --weights models/run_light/best.pth [--augment]
 """
 import argparse
 import csv
@@ -20,9 +20,8 @@ import numpy as np
 import torch
 from cellpose import dynamics, io, metrics
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference import reference_model  # noqa: E402
-from train import DATA, held_out  # noqa: E402
+from .reference import reference_model
+from .train import DATA, held_out
 
 
 def main():

@@ -1,9 +1,10 @@
 """The retraining command end to end, and its refusals (offline tooling's own test; needs
 torch and cellpose==3.1.1.3, so it is not part of `.ci/run`).
 
-    python -m unittest discover -s models/tests -v      # about 2 minutes on 2 cores
+    python -m unittest discover -s models/tests -t . -v   # from the checkout's root; about 2 minutes on 2 cores
 
-Data: `$CELLPOSE_DATA` (default `../shared/data` beside the checkout), its usiigaci/train.
+Data: `$CELLPOSE_DATA` (default `../shared/data` beside the checkout; `models.folders.data_root`),
+its usiigaci/train.
 The end-to-end test also needs the Rust CLI (`cargo build --release -p cellpose-cli`).
 """
 import os
@@ -14,20 +15,19 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-MODELS = Path(__file__).resolve().parent.parent
-ROOT = MODELS.parent
-DATA = Path(os.environ.get("CELLPOSE_DATA", ROOT.parent / "shared" / "data"))
-sys.path.insert(0, str(MODELS))
-import cv2  # noqa: E402
+from models.folders import DataError, data_root, read_folders
 
-from folders import DataError, read_folders  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent.parent
+DATA = data_root()
 
 
 def retrain(*args):
-    return subprocess.run([sys.executable, str(MODELS / "retrain.py"), *map(str, args)],
-                          capture_output=True, text=True)
+    """`python -m models.retrain ARGS` from the checkout's root (every path given is absolute)."""
+    return subprocess.run([sys.executable, "-m", "models.retrain", *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT)
 
 
 class Refusals(unittest.TestCase):

@@ -1,0 +1,2 @@
+"""Tests of the offline tooling (`python -m unittest discover -s models/tests -t .` from the
+checkout's root)."""

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
+use cellpose::bench::ConvForm;
 use cellpose::metrics::average_precision;
-use cellpose::network::ConvForm;
 use cellpose::{ImageView, MaskFormation, Model, Params, Segmentation, Segmenter};
 
 /// Counts heap allocations (alloc, alloc_zeroed, realloc) and the bytes they request.
@@ -40,7 +40,7 @@ static NETWORK_ALLOCS: AtomicU64 = AtomicU64::new(0);
 fn count_alloc(size: usize) {
     ALLOCS.fetch_add(1, Relaxed);
     BYTES.fetch_add(size as u64, Relaxed);
-    if cellpose::network::runs_in_progress() > 0 {
+    if cellpose::bench::runs_in_progress() > 0 {
         NETWORK_ALLOCS.fetch_add(1, Relaxed);
     }
 }
@@ -367,7 +367,7 @@ fn cmd_network(o: &Opts) {
     let (batch, side, threads) = (o.num("batch", 1), o.num("side", 224), o.num("threads", 2));
     let repeats = o.num("repeats", 10);
     // time_plan optimises the plan, then times every run: drop the first as warm-up.
-    let times = cellpose::network::time_plan(&model, batch, side, side, threads, repeats + 1)
+    let times = cellpose::bench::time_plan(&model, batch, side, side, threads, repeats + 1)
         .expect("network");
     Rec::new("network")
         .s("engine", engine)
@@ -391,7 +391,7 @@ fn cmd_conv(o: &Opts) {
     // The light U-Net's 3×3 layers at a 224-px tile: channels double as the side halves.
     for (channels, side) in [(16, 224), (32, 112), (64, 56), (128, 28)] {
         for form in [ConvForm::Direct, ConvForm::Winograd, ConvForm::Int8] {
-            let (times, isa, precision, algorithm) = cellpose::network::time_convolution(
+            let (times, isa, precision, algorithm) = cellpose::bench::time_convolution(
                 (channels, channels),
                 side,
                 form,
@@ -401,7 +401,7 @@ fn cmd_conv(o: &Opts) {
             .expect("convolution");
             let seconds = median(&times[1..]);
             let flops = 2.0 * (channels * channels * 9 * side * side) as f64;
-            let int8 = precision == cellpose::network::Precision::Int8;
+            let int8 = precision == cellpose::bench::Precision::Int8;
             Rec::new("conv")
                 .s("precision", if int8 { "int8" } else { "fp32" })
                 .s("kernel", &format!("{isa:?} {precision:?} {algorithm}"))

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use cellpose::{Diameter, Model, Params, VolumeParams, VolumeSegmenter, VolumeView};
+use cellpose::{Diameter, Model, Params, VolumeMode, VolumeParams, VolumeSegmenter, VolumeView};
 
 fn main() -> Result<(), cellpose::Error> {
     let args: Vec<usize> = std::env::args()
@@ -35,8 +35,11 @@ fn main() -> Result<(), cellpose::Error> {
             diameter: Diameter::Pixels(17.0),
             ..Params::default()
         },
-        do_3d: !stitch,
-        stitch_threshold: if stitch { 0.25 } else { 0.0 },
+        mode: if stitch {
+            VolumeMode::stitched()
+        } else {
+            VolumeMode::Flows3d
+        },
         ..VolumeParams::default()
     };
     let model = Model::load("models/nuclei_light.onnx")?;

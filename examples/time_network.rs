@@ -19,7 +19,7 @@ fn main() {
     };
     let t = Instant::now();
     let mut times =
-        cellpose::network::time_plan(&model, batch, side, side, threads, reps).expect("run");
+        cellpose::bench::time_plan(&model, batch, side, side, threads, reps).expect("run");
     eprintln!("plan + runs: {:.2}s", t.elapsed().as_secs_f64());
     times.sort_by(f64::total_cmp);
     println!(

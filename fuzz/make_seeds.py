@@ -21,11 +21,11 @@ import onnx
 import torch
 from cellpose import resnet_torch
 
-MODELS = Path(__file__).resolve().parent.parent / "models"
+ROOT = Path(__file__).resolve().parent.parent  # the checkout's root, where the package `models` is
 
 
 def main():
-    out = Path(sys.argv[1])
+    out = Path(sys.argv[1]).resolve()  # the tools below run from the checkout's root
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     net = resnet_torch.CPnet([2, 4, 8, 8, 8], 3, 3, diam_mean=17.0)
@@ -39,10 +39,10 @@ def main():
                        "ymean": np.float32(0.1), "diam_mean": 17.0, "l2": np.float32(1)})
         fp32, int8 = out / "tiny.onnx", out / "tiny_int8.onnx"
         py = sys.executable
-        subprocess.run([py, MODELS / "export.py", "--checkpoint", ck, "--out", fp32, "--size-model", size,
-                        "--version", "fuzz-seed"], check=True)
-        subprocess.run([py, MODELS / "quantize.py", "--model", fp32, "--out", int8, "--mode", "weights",
-                        "--calibrate", "4"], check=True)
+        subprocess.run([py, "-m", "models.export", "--checkpoint", ck, "--out", fp32, "--size-model", size,
+                        "--version", "fuzz-seed"], check=True, cwd=ROOT)
+        subprocess.run([py, "-m", "models.quantize", "--model", fp32, "--out", int8, "--mode", "weights",
+                        "--calibrate", "4"], check=True, cwd=ROOT)
     raw = fp32.read_bytes()
     (out / "tiny_truncated.onnx").write_bytes(raw[: len(raw) // 2])
     (out / "tiny_header_only.onnx").write_bytes(raw[:64])

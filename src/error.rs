@@ -85,6 +85,13 @@ pub enum ImageError {
     Channels { found: usize },
     #[error("row stride {stride} bytes is smaller than one row ({row_bytes} bytes)")]
     Stride { stride: usize, row_bytes: usize },
+    /// A volume's planes would overlap: `plane_stride` is shorter than the bytes one plane
+    /// spans (its rows and channels).
+    #[error("plane_stride {plane_stride} bytes is smaller than one plane ({plane_bytes} bytes)")]
+    PlaneStride {
+        plane_stride: usize,
+        plane_bytes: usize,
+    },
     #[error("pixel buffer has {found} bytes, the image needs {needed}")]
     BufferTooSmall { needed: usize, found: usize },
     #[error("pixel buffer is not aligned for {pixel} samples")]

@@ -253,6 +253,7 @@ fn diffuse_body(
 /// Per-label mean squared error between the flows of the masks and the network's flows
 /// (reference `metrics.flow_error`; `net_flows` are the raw network flows, divided by 5 here).
 /// Index `l-1` holds label `l`; absent labels get 0. The errors live in `scratch`.
+#[cfg(test)]
 pub fn flow_errors<'s>(
     labels: &[u32],
     net_flows: &[f32],

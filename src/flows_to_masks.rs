@@ -280,3 +280,37 @@ impl MaskFormation {
         self.fill_holes_and_remove_small(labels, [1, h, w], params.min_size)
     }
 }
+/// Labels from 3D network outputs (reference `dynamics.compute_masks` with `do_3D=True`, which
+/// has no flow-error check): voxels whose cell probability exceeds `cellprob_threshold`
+/// follow the flows for `niter` steps ([`dynamics::follow_flows_3d`]) and are labelled by
+/// their sinks ([`masks::labels_from_positions_3d`]). `field` is `[dZ, dY, dX, cell
+/// probability]`, `4 × depth × height × width`, as the network sums them; its flow planes are
+/// overwritten. Runs on the current rayon pool. Returns the number of labels (before hole
+/// filling and size filtering).
+pub fn labels_from_field_3d(
+    field: &mut [f32],
+    shape: [usize; 3],
+    cellprob_threshold: f32,
+    max_size_fraction: f32,
+    niter: u32,
+    labels: &mut [u32],
+) -> u32 {
+    let n = shape[0] * shape[1] * shape[2];
+    assert!(field.len() == 4 * n && labels.len() == n);
+    let (flow, prob) = field.split_at_mut(3 * n);
+    let th = cellprob_threshold;
+    let voxels: Vec<u32> = (0..n as u32).filter(|&i| prob[i as usize] > th).collect();
+    labels.fill(0);
+    if voxels.is_empty() {
+        return 0;
+    }
+    // Reference: dP * (cellprob > threshold) / 5.
+    for a in 0..3 {
+        for (v, &p) in flow[a * n..(a + 1) * n].iter_mut().zip(prob.iter()) {
+            *v = if p > th { *v / FLOW_SCALE } else { 0.0 };
+        }
+    }
+    let mut ends = vec![[0u32; 3]; voxels.len()];
+    dynamics::follow_flows_3d(flow, shape, &voxels, niter, &mut ends);
+    masks::labels_from_positions_3d(&mut ends, &voxels, shape, max_size_fraction, labels)
+}

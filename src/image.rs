@@ -220,6 +220,210 @@ impl<'a> ImageView<'a> {
     }
 }
 
+/// Voxels are indexed with u32 in the dynamics and labels.
+const MAX_VOXELS: u64 = u32::MAX as u64;
+
+/// A borrowed z-stack: `depth` frames of `width × height`, one or two channels, u8/u16/f32.
+/// Each plane is an [`ImageView`] (any channel layout and row stride) and plane `z` starts
+/// `z * plane_stride` bytes into the data.
+#[derive(Debug, Clone, Copy)]
+pub struct VolumeView<'a> {
+    data: &'a [u8],
+    depth: usize,
+    plane_stride: usize,
+    first: ImageView<'a>,
+    layout: ChannelLayout,
+    row_stride: usize,
+}
+
+impl<'a> VolumeView<'a> {
+    /// A stack over raw bytes (native endianness). Every plane is checked as an
+    /// [`ImageView::new`] frame of the given layout and row stride; planes must not overlap.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        data: &'a [u8],
+        depth: usize,
+        height: usize,
+        width: usize,
+        channels: usize,
+        pixel: PixelType,
+        layout: ChannelLayout,
+        row_stride: usize,
+        plane_stride: usize,
+    ) -> Result<Self, ImageError> {
+        if depth == 0 {
+            return Err(ImageError::Empty {
+                width,
+                height: depth,
+            });
+        }
+        if depth > MAX_SIDE {
+            return Err(ImageError::TooLarge {
+                width,
+                height: depth,
+                limit: MAX_SIDE,
+            });
+        }
+        let first = ImageView::new(data, width, height, channels, pixel, layout, row_stride)?;
+        let planes = if layout == ChannelLayout::Planar {
+            channels
+        } else {
+            1
+        };
+        // Bytes one plane spans (its last row needs only the row's samples).
+        let per_pixel = if layout == ChannelLayout::Planar {
+            1
+        } else {
+            channels
+        };
+        let plane_bytes = row_stride * (height * planes - 1) + width * per_pixel * pixel.bytes();
+        if plane_stride < plane_bytes {
+            return Err(ImageError::PlaneStride {
+                plane_stride,
+                plane_bytes,
+            });
+        }
+        let overflow = ImageError::Overflow { width, height };
+        let needed = plane_stride
+            .checked_mul(depth - 1)
+            .and_then(|v| v.checked_add(plane_bytes))
+            .ok_or(overflow)?;
+        if data.len() < needed {
+            return Err(ImageError::BufferTooSmall {
+                needed,
+                found: data.len(),
+            });
+        }
+        if !plane_stride.is_multiple_of(pixel.bytes()) {
+            return Err(ImageError::Misaligned {
+                pixel: match pixel {
+                    PixelType::U8 => "u8",
+                    PixelType::U16 => "u16",
+                    PixelType::F32 => "f32",
+                },
+            });
+        }
+        let voxels = (depth as u64) * (height as u64) * (width as u64);
+        if voxels >= MAX_VOXELS {
+            return Err(ImageError::TooManyVoxels {
+                voxels,
+                limit: MAX_VOXELS,
+            });
+        }
+        Ok(VolumeView {
+            data,
+            depth,
+            plane_stride,
+            first,
+            layout,
+            row_stride,
+        })
+    }
+
+    /// A tightly packed single-channel 8-bit stack (Z×Y×X).
+    pub fn gray_u8(
+        depth: usize,
+        height: usize,
+        width: usize,
+        data: &'a [u8],
+    ) -> Result<Self, ImageError> {
+        let plane = width.saturating_mul(height);
+        Self::new(
+            data,
+            depth,
+            height,
+            width,
+            1,
+            PixelType::U8,
+            ChannelLayout::Planar,
+            width,
+            plane,
+        )
+    }
+
+    /// A tightly packed single-channel 16-bit stack (Z×Y×X).
+    pub fn gray_u16(
+        depth: usize,
+        height: usize,
+        width: usize,
+        data: &'a [u16],
+    ) -> Result<Self, ImageError> {
+        let plane = width.saturating_mul(height).saturating_mul(2);
+        Self::new(
+            bytemuck::cast_slice(data),
+            depth,
+            height,
+            width,
+            1,
+            PixelType::U16,
+            ChannelLayout::Planar,
+            width.saturating_mul(2),
+            plane,
+        )
+    }
+
+    /// A tightly packed f32 stack of `channels` planes per z (Z×C×Y×X, the order of ImageJ
+    /// hyperstacks).
+    pub fn planar_f32(
+        depth: usize,
+        channels: usize,
+        height: usize,
+        width: usize,
+        data: &'a [f32],
+    ) -> Result<Self, ImageError> {
+        let plane = width
+            .saturating_mul(height)
+            .saturating_mul(channels)
+            .saturating_mul(4);
+        Self::new(
+            bytemuck::cast_slice(data),
+            depth,
+            height,
+            width,
+            channels,
+            PixelType::F32,
+            ChannelLayout::Planar,
+            width.saturating_mul(4),
+            plane,
+        )
+    }
+
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+    pub fn height(&self) -> usize {
+        self.first.height()
+    }
+    pub fn width(&self) -> usize {
+        self.first.width()
+    }
+    pub fn channels(&self) -> usize {
+        self.first.channels()
+    }
+    pub fn pixel_type(&self) -> PixelType {
+        self.first.pixel_type()
+    }
+    /// `(depth, height, width, channels)`.
+    pub fn shape(&self) -> (usize, usize, usize, usize) {
+        (self.depth(), self.height(), self.width(), self.channels())
+    }
+
+    /// Plane `z` as a frame.
+    pub fn plane(&self, z: usize) -> ImageView<'a> {
+        assert!(z < self.depth);
+        ImageView::new(
+            &self.data[z * self.plane_stride..],
+            self.width(),
+            self.height(),
+            self.channels(),
+            self.pixel_type(),
+            self.layout,
+            self.row_stride,
+        )
+        .expect("every plane was checked in new()")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,15 +1,19 @@
 //! cellpose-rs: the Cellpose cell-segmentation method (Stringer et al., Nature Methods 2021)
 //! as an embeddable Rust library, with no Python at run time.
 //!
-//! The modules follow the pipeline:
-//! [`model`] (load and validate an ONNX network) → [`image`] (borrowed frames as acquisition
-//! software has them) → [`preprocess`] (channels, percentile normalisation, rescaling, padding)
-//! → [`network`] (224-px [`tiling`] with tapered blending and test-time flips; tract on the
-//! CPU with our direct convolution, f32 or int8, SIMD kernels chosen at run time) → [`dynamics`] (Euler integration of the flows) → [`masks`] (sinks → labels, hole
-//! filling, small-mask removal) with [`flows`] (masks → flows by heat diffusion) for the
-//! flow-error quality control → [`segmenter`] (the frame-by-frame API).
-//! [`metrics`] and [`objects`] score and summarise label images; [`size_model`] estimates the
-//! cell diameter from the style vector.
+//! The pipeline, one module a stage (private; what a caller needs is re-exported here):
+//! `model` (load and validate an ONNX network: [`Model`]) → `image` (borrowed frames and
+//! stacks as acquisition software has them: [`ImageView`], [`VolumeView`]) → `preprocess`
+//! (channels, percentile normalisation, rescaling, padding) → `network` (224-px tiles with
+//! tapered blending and test-time flips; tract on the CPU with our direct convolution, f32 or
+//! int8, SIMD kernels chosen at run time: [`Isa`]) → [`dynamics`] (Euler integration of the
+//! flows) → `masks` and `flows_to_masks` (sinks → labels, hole filling, small-mask removal,
+//! the flow-error check with `flows`, masks → flows by heat diffusion: [`MaskFormation`]) →
+//! `segmenter` and `volume` (the frame-by-frame and z-stack APIs: [`Segmenter`],
+//! [`VolumeSegmenter`]). [`metrics`], [`outlines`] and [`render`] score, trace and draw label
+//! images; [`object_summaries`] summarises them; [`SizeModel`] estimates the cell diameter
+//! from the style vector. With the `bench-hooks` feature, `bench` exposes the network's
+//! timing hooks to the peer benchmark (`benches/compare.sh`); they are not part of the API.
 //!
 //! ```no_run
 //! use cellpose::{Model, Params, Segmenter, ImageView};
@@ -24,38 +28,45 @@
 
 pub mod dynamics;
 pub mod error;
-pub mod flows;
-pub mod flows_to_masks;
-pub mod image;
-pub mod masks;
+mod flows;
+mod flows_to_masks;
+mod image;
+mod masks;
 pub mod metrics;
-pub mod model;
-pub mod network;
-pub mod objects;
+mod model;
+mod network;
+mod objects;
 pub mod outlines;
-pub mod params;
-pub mod preprocess;
+mod params;
+mod preprocess;
 pub mod render;
 mod scratch;
-pub mod segmenter;
-pub mod shipped;
-pub mod size_model;
-pub mod stitch;
-pub use network::tiling;
-pub mod volume;
+mod segmenter;
+mod shipped;
+mod size_model;
+mod stitch;
+mod volume;
 
 pub use error::{Error, ImageError, ModelError, ParamsError};
 pub use flows::masks_to_flows;
-pub use flows_to_masks::{DroppedMasks, MaskFormation};
-pub use image::{ChannelLayout, ImageView, PixelType};
+pub use flows_to_masks::{DroppedMasks, MaskFormation, labels_from_field_3d};
+pub use image::{ChannelLayout, ImageView, MAX_SIDE, PixelType, VolumeView};
 pub use model::{Convolution, Model, ModelInfo};
-pub use objects::{ObjectSummary, object_summaries};
+pub use network::Isa;
+pub use objects::{ObjectSummary, object_summaries, object_summaries_into};
 pub use params::{Diameter, Params};
-pub use preprocess::Normalization;
+pub use preprocess::{Normalization, reduce_channels};
 pub use segmenter::{Segmentation, Segmenter};
 pub use shipped::ShippedModel;
 pub use size_model::SizeModel;
-pub use volume::{VolumeMode, VolumeParams, VolumeSegmentation, VolumeSegmenter, VolumeView};
+pub use volume::{VolumeFlows, VolumeMode, VolumeParams, VolumeSegmentation, VolumeSegmenter};
+
+/// The network's timing hooks for the peer benchmark and the allocation test (feature
+/// `bench-hooks`): not part of the library's API, and free to change.
+#[cfg(feature = "bench-hooks")]
+pub mod bench {
+    pub use crate::network::{ConvForm, Precision, runs_in_progress, time_convolution, time_plan};
+}
 
 /// Version of this crate, as written in Cargo.toml.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

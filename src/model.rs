@@ -23,7 +23,7 @@ use crate::size_model::SizeModel;
 const META: &str = "cellpose.";
 
 /// Metadata key (after the `cellpose.` prefix) of an int8 model's activation scales, written by
-/// `models/quantize.py --calibrate`: `NAME=SCALE` pairs separated by commas, one per 3×3
+/// `python -m models.quantize --calibrate`: `NAME=SCALE` pairs separated by commas, one per 3×3
 /// convolution, NAME the ONNX node name of the `Conv`, SCALE the f32 value of u8 code 1 of
 /// its (post-ReLU) input.
 pub const INT8_INPUT_SCALES: &str = "int8.input_scales";

@@ -89,6 +89,7 @@ pub fn object_summaries_into(
 
 /// Reference `utils.diameters`: median over objects of `sqrt(area)`, divided by
 /// `sqrt(pi)/2`, i.e. the diameter of a disk of the median area. 0 when there are none.
+#[cfg(test)]
 pub fn median_diameter(labels: &[u32]) -> f32 {
     median_diameter_with(labels, &mut Vec::new(), &mut Vec::new())
 }

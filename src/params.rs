@@ -2,6 +2,7 @@
 //! cellpose 3.1.1.3) and their validation.
 
 use crate::error::ParamsError;
+use crate::model::ModelInfo;
 
 /// Side of the square tiles the network sees (reference `bsize`).
 pub const TILE_SIZE: usize = 224;
@@ -19,6 +20,20 @@ pub enum Diameter {
     Auto,
     /// The typical object diameter in pixels of the input image.
     Pixels(f32),
+}
+
+impl Diameter {
+    /// The choice for frames of unknown object size with `model`: [`Diameter::Auto`] when it
+    /// has a size model (the shipped nuclei model's AP50 on dsb2018/test is far higher with
+    /// it, `models/README.md`), else [`Diameter::ModelDefault`]. The reference's default is
+    /// always `ModelDefault` (`diameter=None`); the command line takes this one.
+    pub fn default_for(model: &ModelInfo) -> Diameter {
+        if model.size_model.is_some() {
+            Diameter::Auto
+        } else {
+            Diameter::ModelDefault
+        }
+    }
 }
 
 /// All parameters of 2D segmentation. `Params::default()` carries the reference defaults.
@@ -75,6 +90,17 @@ impl Default for Params {
             percentiles: (1.0, 99.0),
             normalize: true,
             invert: false,
+        }
+    }
+}
+
+impl Params {
+    /// The reference defaults with the diameter chosen for `model` by
+    /// [`Diameter::default_for`]: what the command line uses when no diameter is given.
+    pub fn for_model(model: &ModelInfo) -> Params {
+        Params {
+            diameter: Diameter::default_for(model),
+            ..Params::default()
         }
     }
 }

@@ -6,8 +6,12 @@
 use crate::params::SIZE_DIVISOR;
 
 /// Above this many samples the reference estimates percentiles on a strided subsample
-/// (`normalize99(downsample=True)`: 224³ samples).
+/// (`normalize99(downsample=True)`: 224³ samples) ...
 const PERCENTILE_FULL_LIMIT: usize = 224 * 224 * 224;
+/// ... which keeps about this many planes along Z (`nskip[0] = Lz // 50`) ...
+const PERCENTILE_PLANES: usize = 50;
+/// ... and about this many samples along Y and X.
+const PERCENTILE_SIDE: usize = 224;
 /// Below this spread the reference treats a channel as empty and sets it to 0.
 const MIN_SPREAD: f64 = 1e-3;
 
@@ -56,7 +60,7 @@ pub enum Normalization {
 /// 1 (reference `normalize99`); a constant channel is left as it is (reference: `np.ptp ==
 /// 0` skips normalisation). Where the two percentiles nearly coincide but the channel is
 /// not constant, the channel's maximum stands in for the upper percentile
-/// ([`Normalization::LowerToMax`]).
+/// ([`Normalization::LowerToMax`]). `x` is one `height × width` plane, row-major.
 pub fn normalize_channel(
     x: &mut [f32],
     width: usize,
@@ -64,8 +68,50 @@ pub fn normalize_channel(
     upper: f32,
     scratch: &mut Vec<f32>,
 ) -> Normalization {
-    let (mn, mx) = x
-        .iter()
+    let (h, w) = match x.len().checked_div(width) {
+        Some(h) => (h, width),
+        None => (1, x.len()),
+    };
+    normalize_planes(
+        x,
+        [1, h, w],
+        |_| 0,
+        (lower, upper),
+        NarrowSpread::LowerToMax,
+        scratch,
+    )
+}
+
+/// What [`normalize_planes`] does where the two percentiles nearly coincide (less than
+/// 1e-3 apart) in a channel that is not constant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NarrowSpread {
+    /// Map the lower percentile to 0 and the maximum to 1 (frames: a few objects in a
+    /// large flat field still segment).
+    LowerToMax,
+    /// Set the channel to 0, as the reference does (stacks: `normalize99` on a volume).
+    Zero,
+}
+
+/// Normalises one channel of a stack over all its planes together (reference
+/// `normalize99`; on more than 224³ samples, percentiles from the subsample of
+/// `downsample=True`: about 50 planes and 224 samples along Y and X). The channel has
+/// `depth` planes of `height × width` (`shape = [depth, height, width]`), plane `z` starting
+/// at `plane_at(z)` in `x`. A frame is a stack of one plane. Returns how the channel was
+/// treated; the `Zero` rule reports [`Normalization::Percentiles`].
+pub(crate) fn normalize_planes(
+    x: &mut [f32],
+    shape: [usize; 3],
+    plane_at: impl Fn(usize) -> usize,
+    (lower, upper): (f32, f32),
+    narrow: NarrowSpread,
+    scratch: &mut Vec<f32>,
+) -> Normalization {
+    let [d, h, w] = shape;
+    let plane = h * w;
+    let planes = || (0..d).map(|z| plane_at(z)..plane_at(z) + plane);
+    let (mn, mx) = planes()
+        .flat_map(|r| &x[r])
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
             (a.min(v), b.max(v))
         });
@@ -74,31 +120,69 @@ pub fn normalize_channel(
         return Normalization::Constant;
     }
     scratch.clear();
-    if x.len() > PERCENTILE_FULL_LIMIT && width > 0 {
-        let height = x.len() / width;
-        let (sy, sx) = ((height / 224).max(1), (width / 224).max(1));
-        for y in (0..height).step_by(sy) {
-            scratch.extend(x[y * width..(y + 1) * width].iter().step_by(sx));
+    if d * plane > PERCENTILE_FULL_LIMIT {
+        let sz = (d / PERCENTILE_PLANES).max(1);
+        let (sy, sx) = ((h / PERCENTILE_SIDE).max(1), (w / PERCENTILE_SIDE).max(1));
+        for z in (0..d).step_by(sz) {
+            let p0 = plane_at(z);
+            for y in (0..h).step_by(sy) {
+                scratch.extend(x[p0 + y * w..p0 + (y + 1) * w].iter().step_by(sx));
+            }
         }
     } else {
-        scratch.extend_from_slice(x);
+        for r in planes() {
+            scratch.extend_from_slice(&x[r]);
+        }
     }
     let x01 = percentile(scratch, lower as f64);
     let x99 = percentile(scratch, upper as f64);
     let (hi, how) = if x99 - x01 > MIN_SPREAD {
         (x99, Normalization::Percentiles)
-    } else {
+    } else if narrow == NarrowSpread::LowerToMax {
         (mx as f64, Normalization::LowerToMax)
-    };
-    if hi - x01 > MIN_SPREAD {
-        let (lo, span) = (x01 as f32, (hi - x01) as f32);
-        for v in x.iter_mut() {
-            *v = (*v - lo) / span;
-        }
     } else {
-        x.fill(0.0);
+        (x99, Normalization::Percentiles)
+    };
+    for r in planes() {
+        let x = &mut x[r];
+        if hi - x01 > MIN_SPREAD {
+            let (lo, span) = (x01 as f32, (hi - x01) as f32);
+            x.iter_mut().for_each(|v| *v = (*v - lo) / span);
+        } else {
+            x.fill(0.0);
+        }
     }
     how
+}
+
+/// Normalises every channel of a Z×C×Y×X stack (a frame: Z = 1) with
+/// [`normalize_planes`], then inverts the normalised channels when `invert` (the reference
+/// inverts the channels it normalised, `cgood`). Writes how each channel was treated into
+/// `how` (`nc` entries).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn normalize_stack(
+    x: &mut [f32],
+    shape: [usize; 3],
+    nc: usize,
+    percentiles: (f32, f32),
+    invert: bool,
+    narrow: NarrowSpread,
+    scratch: &mut Vec<f32>,
+    how: &mut [Normalization],
+) {
+    let [d, h, w] = shape;
+    let plane = h * w;
+    for (c, how) in how.iter_mut().enumerate().take(nc) {
+        let at = |z: usize| (z * nc + c) * plane;
+        *how = normalize_planes(x, shape, at, percentiles, narrow, scratch);
+        if *how != Normalization::Constant && invert {
+            for z in 0..d {
+                x[at(z)..at(z) + plane]
+                    .iter_mut()
+                    .for_each(|v| *v = 1.0 - *v);
+            }
+        }
+    }
 }
 
 /// Reduces an interleaved colour image (`nch` samples per pixel) to the network's two
@@ -245,6 +329,86 @@ pub fn resize_labels_nearest(
             let xs = ((x as f64 * sx).floor() as usize).min(src_w - 1);
             dst[y * dst_w + x] = src[ys * src_w + xs];
         }
+    }
+}
+
+/// Bilinear resize of one channel of a stack, as the reference resizes volumes: every z
+/// plane in XY (OpenCV `INTER_LINEAR`, [`resize_plane`]), then along Z (the
+/// reference resizes the ZX planes with X unchanged, which is the same vertical pass).
+/// The planes of `from = (Z, Y, X)` start at `src_at(z)` in `src`; the planes of `to` are
+/// written at `dst_at(z)` in `dst`.
+pub(crate) fn resize_stack(
+    src: &[f32],
+    from: [usize; 3],
+    src_at: impl Fn(usize) -> usize,
+    dst: &mut [f32],
+    to: [usize; 3],
+    dst_at: impl Fn(usize) -> usize,
+    scratch: &mut ResizeScratch,
+) {
+    let [fd, fh, fw] = from;
+    let [td, th, tw] = to;
+    let (fp, tp) = (fh * fw, th * tw);
+    // XY pass into a Z×Y'×X' buffer (skipped when XY keeps its size).
+    let mut xy = Vec::new();
+    let xy_at: Box<dyn Fn(usize) -> usize> = if (fh, fw) != (th, tw) {
+        xy.resize(fd * tp, 0.0);
+        for z in 0..fd {
+            resize_plane(
+                &src[src_at(z)..src_at(z) + fp],
+                fw,
+                fh,
+                &mut xy[z * tp..(z + 1) * tp],
+                tw,
+                th,
+                scratch,
+            );
+        }
+        Box::new(move |z| z * tp)
+    } else {
+        Box::new(&src_at)
+    };
+    let xy_src: &[f32] = if (fh, fw) != (th, tw) { &xy } else { src };
+    // Z pass: OpenCV's vertical interpolation, row0 * (1 - t) + row1 * t.
+    let (mut zi, mut zw) = (Vec::new(), Vec::new());
+    linear_coeffs(fd, td, &mut zi, &mut zw);
+    for z in 0..td {
+        let (i, t) = (zi[z], zw[z]);
+        let a = &xy_src[xy_at(i)..xy_at(i) + tp];
+        let b0 = xy_at((i + 1).min(fd - 1));
+        let b = &xy_src[b0..b0 + tp];
+        let o = dst_at(z);
+        let out = &mut dst[o..o + tp];
+        if fd == td {
+            out.copy_from_slice(a);
+        } else {
+            for k in 0..tp {
+                out[k] = a[k] * (1.0 - t) + b[k] * t;
+            }
+        }
+    }
+}
+
+/// Nearest-neighbour resize of a label volume (reference: OpenCV `INTER_NEAREST` per z plane
+/// in XY, then per y plane along Z).
+pub(crate) fn resize_labels_volume(src: &[u32], from: [usize; 3], dst: &mut [u32], to: [usize; 3]) {
+    let [fd, fh, fw] = from;
+    let [td, th, tw] = to;
+    let mut xy = vec![0u32; fd * th * tw];
+    for z in 0..fd {
+        resize_labels_nearest(
+            &src[z * fh * fw..(z + 1) * fh * fw],
+            fw,
+            fh,
+            &mut xy[z * th * tw..(z + 1) * th * tw],
+            tw,
+            th,
+        );
+    }
+    let sz = fd as f64 / td as f64;
+    for z in 0..td {
+        let zs = ((z as f64 * sz).floor() as usize).min(fd - 1);
+        dst[z * th * tw..(z + 1) * th * tw].copy_from_slice(&xy[zs * th * tw..(zs + 1) * th * tw]);
     }
 }
 

@@ -8,7 +8,7 @@ use crate::image::ImageView;
 use crate::model::Model;
 use crate::network::{self, IN_CHANNELS, NetworkScratch, OUT_CHANNELS};
 use crate::params::{Diameter, Params, Scale};
-use crate::preprocess::{self, Normalization, ResizeScratch};
+use crate::preprocess::{self, NarrowSpread, Normalization, ResizeScratch};
 
 /// Result of segmenting one frame. Buffers are reused by [`Segmenter::segment_into`].
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -63,10 +63,7 @@ pub struct Segmenter {
 impl Segmenter {
     /// A segmenter with validated parameters, running the network on one thread.
     pub fn new(model: Model, params: Params) -> Result<Segmenter, Error> {
-        params.validate()?;
-        if params.diameter == Diameter::Auto && model.info().size_model.is_none() {
-            return Err(ParamsError::NoSizeModel.into());
-        }
+        check(&model, &params)?;
         Ok(Segmenter {
             model,
             params,
@@ -99,10 +96,7 @@ impl Segmenter {
 
     /// Replaces the parameters (validated first; the old ones stay on error).
     pub fn set_params(&mut self, params: Params) -> Result<(), Error> {
-        params.validate()?;
-        if params.diameter == Diameter::Auto && self.model.info().size_model.is_none() {
-            return Err(ParamsError::NoSizeModel.into());
-        }
+        check(&self.model, &params)?;
         self.params = params;
         Ok(())
     }
@@ -119,7 +113,39 @@ impl Segmenter {
     }
 
     /// Segments one frame into `out`, reusing its buffers.
+    ///
+    /// # Errors
+    /// [`Error::Image`] for samples that are not finite; [`Error::Params`] when the
+    /// diameter rescales the frame below one pixel; [`Error::Network`] when the network fails.
     pub fn segment_into(&mut self, image: &ImageView, out: &mut Segmentation) -> Result<(), Error> {
+        // Params hold no heap data: the copy keeps a steady-state frame allocation-free.
+        let params = self.params.clone();
+        self.segment_frame(image, &params, out)
+    }
+
+    /// Segments one frame with `params` instead of this segmenter's own (which stay as they
+    /// are): what a caller that varies one setting per frame, or the volume pipeline's
+    /// diameter estimate, needs without a set-and-restore.
+    ///
+    /// # Errors
+    /// [`Error::Params`] when `params` are invalid (as [`set_params`](Self::set_params)
+    /// checks them), otherwise as [`segment_into`](Self::segment_into).
+    pub fn segment_with(
+        &mut self,
+        image: &ImageView,
+        params: &Params,
+        out: &mut Segmentation,
+    ) -> Result<(), Error> {
+        check(&self.model, params)?;
+        self.segment_frame(image, params, out)
+    }
+
+    fn segment_frame(
+        &mut self,
+        image: &ImageView,
+        params: &Params,
+        out: &mut Segmentation,
+    ) -> Result<(), Error> {
         let (w, h) = (image.width(), image.height());
         let npix = w * h;
         // Channels → normalised planes, one a channel of the image: the network's second
@@ -136,24 +162,25 @@ impl Segmenter {
             return Err(crate::ImageError::NotFinite.into());
         }
         out.normalization = [Normalization::Off; IN_CHANNELS];
-        if self.params.normalize {
-            let (lo, hi) = self.params.percentiles;
-            for c in 0..nch {
-                let plane = &mut ws.planes[c * npix..(c + 1) * npix];
-                let how = preprocess::normalize_channel(plane, w, lo, hi, &mut ws.norm_scratch);
-                // The reference inverts the channels it normalised (`cgood`).
-                if how != Normalization::Constant && self.params.invert {
-                    plane.iter_mut().for_each(|v| *v = 1.0 - *v);
-                }
-                out.normalization[c] = how;
-            }
+        if params.normalize {
+            preprocess::normalize_stack(
+                &mut ws.planes,
+                [1, h, w],
+                nch,
+                params.percentiles,
+                params.invert,
+                NarrowSpread::LowerToMax,
+                &mut ws.norm_scratch,
+                &mut out.normalization[..nch],
+            );
         }
         let info = self.model.info();
         let (diam_mean, diam_labels) = (info.diam_mean, info.diam_labels);
-        let niter = self.params.niter;
-        let interp = self.params.interp;
-        match self.params.diameter {
+        let niter = params.niter;
+        let interp = params.interp;
+        match params.diameter {
             Diameter::Pixels(d) => self.run_at(
+                params,
                 w,
                 h,
                 Scale::for_diameter(diam_mean, d, niter, true),
@@ -162,19 +189,19 @@ impl Segmenter {
             )?,
             Diameter::ModelDefault => {
                 let scale = Scale::for_diameter(diam_mean, diam_labels, niter, true);
-                self.run_at(w, h, scale, interp, out)?
+                self.run_at(params, w, h, scale, interp, out)?
             }
             Diameter::Auto => {
                 // Reference SizeModel.eval: style at scale 1 → regression estimate → one
                 // segmentation at that scale (no resampling, no interpolation) → median
                 // diameter of its masks.
-                self.run_network(w, h, Scale::with_rescale(1.0, niter, false), out)?;
+                self.run_network(params, w, h, Scale::with_rescale(1.0, niter, false), out)?;
                 let d_style = match &self.model.info().size_model {
                     Some(sm) => sm.estimate(&out.style),
                     None => return Err(ParamsError::NoSizeModel.into()),
                 };
                 let first = Scale::for_diameter(diam_mean, d_style, niter, false);
-                self.run_at(w, h, first, false, out)?;
+                self.run_at(params, w, h, first, false, out)?;
                 let d = self.ws.masks.median_diameter(&out.labels);
                 let d = if d > 0.0 && d.is_finite() {
                     d
@@ -183,7 +210,7 @@ impl Segmenter {
                 };
                 log::debug!("auto diameter: style {d_style:.2} px, refined {d:.2} px");
                 let scale = Scale::for_diameter(diam_mean, d, niter, true);
-                self.run_at(w, h, scale, interp, out)?;
+                self.run_at(params, w, h, scale, interp, out)?;
             }
         }
         Ok(())
@@ -192,13 +219,14 @@ impl Segmenter {
     /// Network at `scale`, then dynamics and masks (at image size when `scale.resample`).
     fn run_at(
         &mut self,
+        params: &Params,
         w: usize,
         h: usize,
         scale: Scale,
         interp: bool,
         out: &mut Segmentation,
     ) -> Result<(), Error> {
-        let (rw, rh) = self.run_network(w, h, scale, out)?;
+        let (rw, rh) = self.run_network(params, w, h, scale, out)?;
         let niter = scale.niter;
         let ws = &mut self.ws;
         if scale.resample || (rw, rh) == (w, h) {
@@ -209,7 +237,7 @@ impl Segmenter {
                 &out.cell_prob,
                 w,
                 h,
-                &self.params,
+                params,
                 niter,
                 interp,
                 self.threads,
@@ -227,7 +255,7 @@ impl Segmenter {
                 prob,
                 rw,
                 rh,
-                &self.params,
+                params,
                 niter,
                 interp,
                 self.threads,
@@ -238,7 +266,7 @@ impl Segmenter {
         }
         out.n_objects =
             ws.masks
-                .fill_holes_and_remove_small(&mut out.labels, [1, h, w], self.params.min_size);
+                .fill_holes_and_remove_small(&mut out.labels, [1, h, w], params.min_size);
         out.dropped = ws.masks.dropped();
         out.diameter_used = scale.diameter(self.model.info().diam_mean);
         Ok(())
@@ -249,6 +277,7 @@ impl Segmenter {
     /// stays in the workspace). Returns the network-scale size.
     fn run_network(
         &mut self,
+        params: &Params,
         w: usize,
         h: usize,
         scale: Scale,
@@ -294,9 +323,9 @@ impl Segmenter {
             nch,
             rh,
             rw,
-            self.params.augment,
-            self.params.tile_overlap,
-            self.params.batch_size,
+            params.augment,
+            params.tile_overlap,
+            params.batch_size,
             self.executor.as_ref(),
             &mut ws.net,
             &mut ws.cropped,
@@ -310,6 +339,15 @@ impl Segmenter {
         image_outputs(&ws.cropped, (rw, rh), 0..OUT_CHANNELS, out, &mut ws.resize);
         Ok((rw, rh))
     }
+}
+
+/// Parameters valid for `model`: in range, and an automatic diameter only with a size model.
+fn check(model: &Model, params: &Params) -> Result<(), Error> {
+    params.validate()?;
+    if params.diameter == Diameter::Auto && model.info().size_model.is_none() {
+        return Err(ParamsError::NoSizeModel.into());
+    }
+    Ok(())
 }
 
 /// Writes the network's output channels `channels` (of `cropped`, `3 × rh × rw`: dY, dX,

@@ -1,7 +1,7 @@
 //! Once a segmenter has seen a frame of a size, segmenting another frame of that size makes
 //! no heap allocation in this library's own code (issue 3). The network runtime (tract)
 //! allocates its tensors on every run; those allocations are told apart with
-//! `cellpose::network::runs_in_progress()`, which is non-zero exactly while tract runs, and
+//! `cellpose::bench::runs_in_progress()`, which is non-zero exactly while tract runs, and
 //! are printed, not asserted.
 //!
 //! A plain `main` (harness = false): no test-harness threads allocate while counting.
@@ -33,7 +33,7 @@ fn record(size: usize) {
     if !COUNTING.load(Relaxed) {
         return;
     }
-    if cellpose::network::runs_in_progress() > 0 {
+    if cellpose::bench::runs_in_progress() > 0 {
         NETWORK.fetch_add(1, Relaxed);
         return;
     }

@@ -14,8 +14,8 @@
 
 mod common;
 
+use cellpose::Isa;
 use cellpose::metrics::average_precision;
-use cellpose::network::Isa;
 use cellpose::{Convolution, Diameter, ImageView, Model, Params, Segmenter};
 
 const IMAGE: &str = "dsb_00071198d059ba7f";

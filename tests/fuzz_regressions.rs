@@ -30,6 +30,19 @@ fn a_model_whose_reduce_axis_lies_beyond_its_rank_is_refused_without_a_panic() {
 }
 
 #[test]
+fn a_model_whose_output_names_no_tensor_is_refused_without_a_panic() {
+    // Found by the `model_from_bytes` target as a panic caught inside tract-onnx's graph
+    // building (`no entry found for key`, an output naming a tensor no node makes); made
+    // here from the tiny seed model with its first output renamed.
+    let (err, text) = refused_model("model_output_names_no_tensor.onnx");
+    assert!(
+        matches!(err, ModelError::Parse(_) | ModelError::Optimise { .. }),
+        "{err:?}"
+    );
+    assert!(text.len() < 400, "{text}");
+}
+
+#[test]
 fn a_stack_of_one_plane_in_3d_flows_mode_is_refused_without_a_panic() {
     // `volume_api` target: a stack of one plane, stretched along Z for the network by its
     // anisotropy, reached the 3D dynamics at its own size (resampled back), which need two
@@ -41,14 +54,13 @@ fn a_stack_of_one_plane_in_3d_flows_mode_is_refused_without_a_panic() {
     ))
     .unwrap();
     let vp = VolumeParams {
-        do_3d: true,
+        mode: cellpose::VolumeMode::Flows3d,
         anisotropy: 4.0,
         // Every voxel moves, so that the dynamics run whatever the network predicts.
         params: Params {
             cellprob_threshold: -50.0,
             ..Params::default()
         },
-        ..VolumeParams::default()
     };
     let mut seg = VolumeSegmenter::new(model, vp).unwrap();
     let px: Vec<u16> = (0..48 * 40).map(|i| ((i * 37) % 4001) as u16).collect();

@@ -72,7 +72,7 @@ fn shipped_int8_model_computes_in_int8_close_to_f32() {
             "{name}: objects {} / {} (int8 / f32), AP50 {ap_q:.3} / {ap_f:.3}, mean |Δ flows| {mean_flow:.3}",
             q.n_objects, f.n_objects
         );
-        if cellpose::network::Isa::best_i8().is_some() {
+        if cellpose::Isa::best_i8().is_some() {
             // Computing in int8 changes the values a little, not the objects.
             assert!(mean_flow > 0.0, "{name}: int8 kernels did not run");
         }

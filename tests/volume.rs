@@ -9,9 +9,9 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use cellpose::labels_from_field_3d;
 use cellpose::metrics::average_precision;
-use cellpose::volume::labels_from_field_3d;
-use cellpose::{Diameter, Model, Params, VolumeParams, VolumeSegmenter, VolumeView};
+use cellpose::{Diameter, Model, Params, VolumeMode, VolumeParams, VolumeSegmenter, VolumeView};
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
@@ -205,9 +205,8 @@ fn params_3d(c: &Case) -> VolumeParams {
             diameter: Diameter::Pixels(c.diameter),
             ..Params::default()
         },
-        do_3d: true,
+        mode: VolumeMode::Flows3d,
         anisotropy: c.anisotropy,
-        stitch_threshold: 0.0,
     }
 }
 
@@ -318,8 +317,9 @@ fn stitched_planes_agree_with_the_reference_and_find_the_nuclei() {
         let c = case(name);
         let [d, h, w] = c.vol.shape;
         let mut vp = params_3d(&c);
-        vp.do_3d = false;
-        vp.stitch_threshold = c.stitch;
+        vp.mode = VolumeMode::Stitched {
+            threshold: c.stitch,
+        };
         let mut seg = segmenter(vp, 2);
         let view = VolumeView::gray_u16(d, h, w, &c.vol.image).unwrap();
         let t = Instant::now();
@@ -376,11 +376,13 @@ fn malformed_volumes_and_parameters_are_rejected() {
         ..VolumeParams::default()
     };
     assert!(bad.validate().is_err());
-    let bad = VolumeParams {
-        stitch_threshold: f32::NAN,
-        ..VolumeParams::default()
-    };
-    assert!(bad.validate().is_err());
+    for threshold in [f32::NAN, 0.0, -0.25, 1.5] {
+        let bad = VolumeParams {
+            mode: VolumeMode::Stitched { threshold },
+            ..VolumeParams::default()
+        };
+        assert!(bad.validate().is_err(), "{threshold}");
+    }
 }
 
 #[test]
@@ -405,18 +407,17 @@ fn a_volume_of_one_plane_segmented_per_plane_or_stitched_gives_the_2d_result() {
             .segment(&ImageView::gray_u8(w, h, &px).unwrap())
             .unwrap();
         assert!(flat.n_objects > 5, "{diameter:?}: {}", flat.n_objects);
-        for stitch_threshold in [0.0, 0.25] {
+        for mode in [VolumeMode::Planes, VolumeMode::stitched()] {
             let vp = VolumeParams {
                 params: params.clone(),
-                do_3d: false,
-                stitch_threshold,
+                mode,
                 ..VolumeParams::default()
             };
             let out = VolumeSegmenter::new(model.clone(), vp)
                 .unwrap()
                 .segment(&VolumeView::gray_u8(1, h, w, &px).unwrap())
                 .unwrap();
-            let what = format!("{diameter:?}, stitch threshold {stitch_threshold}");
+            let what = format!("{diameter:?}, {mode:?}");
             assert_eq!(out.n_objects, flat.n_objects, "{what}");
             assert_eq!(out.diameter_used, flat.diameter_used, "{what}");
             assert!(out.labels == flat.labels, "{what}: labels differ");

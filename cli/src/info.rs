@@ -40,7 +40,7 @@ fn shorten(v: &str) -> String {
 
 /// What the network computes in on this CPU (`Convolution::Auto`).
 fn compute(model: &Model) -> String {
-    use cellpose::network::Isa;
+    use cellpose::Isa;
     let f32_isa = Isa::best_f32();
     if f32_isa == Isa::Scalar {
         return "f32, tract's own convolution (this CPU has no AVX2 or NEON)".into();

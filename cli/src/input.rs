@@ -6,13 +6,19 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use cellpose::image::MAX_SIDE;
+use cellpose::{MAX_SIDE, reduce_channels};
 use tiff::ColorType;
 use tiff::decoder::{Decoder as TiffDecoder, DecodingResult};
 use tiff::tags::{PlanarConfiguration, Tag};
+
+/// File extensions read from folders (case-insensitive).
+const IMAGE_EXTENSIONS: [&str; 3] = ["png", "tif", "tiff"];
+/// Name endings of files in a folder that are results or annotations, not images to segment
+/// (the reference's `get_image_files` skips the same kinds).
+const SKIPPED_STEM_ENDINGS: [&str; 4] = ["_masks", "_cp_outlines", "_cp_flows", "_outlines"];
 
 /// Colour channels a segmentable image may have (gray, gray + nucleus, RGB, RGB + one).
 const MAX_COLOURS: usize = 4;
@@ -799,5 +805,92 @@ fn read_labels_unguarded(path: &Path) -> Result<Labels> {
                 data,
             })
         }
+    }
+}
+
+/// An input file, or an input that names nothing usable with the reason.
+pub type Input = Result<PathBuf, (PathBuf, String)>;
+
+/// The images named by the inputs, folders expanded (sorted, results and annotations
+/// skipped). Inputs that name nothing usable come back as errors.
+pub fn expand_inputs(inputs: &[PathBuf]) -> Vec<Input> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut files: Vec<PathBuf> = match std::fs::read_dir(input) {
+                Ok(rd) => rd
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_file() && is_image_name(p))
+                    .collect(),
+                Err(e) => {
+                    out.push(Err((input.clone(), format!("cannot list folder: {e}"))));
+                    continue;
+                }
+            };
+            if files.is_empty() {
+                out.push(Err((
+                    input.clone(),
+                    "folder holds no PNG or TIFF images to segment".into(),
+                )));
+            }
+            files.sort();
+            out.extend(files.into_iter().map(Ok));
+        } else if input.exists() {
+            out.push(Ok(input.clone()));
+        } else {
+            out.push(Err((input.clone(), "no such file or folder".into())));
+        }
+    }
+    out
+}
+
+/// A file name segmented when its folder is an input: a PNG or TIFF extension, and not a
+/// result or annotation of this program or the reference.
+pub fn is_image_name(p: &Path) -> bool {
+    let ext_ok = p
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)));
+    let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    ext_ok && !SKIPPED_STEM_ENDINGS.iter().any(|s| stem.ends_with(s))
+}
+
+/// The frame's colours reduced to the network's planes (the reference's channel choice).
+/// Returns both planes and how many of them carry data (1 without a nucleus channel).
+pub fn reduce(frame: &Frame, channels: [usize; 2]) -> Result<(Vec<f32>, usize)> {
+    let nch = frame.colours;
+    for (which, &c) in ["channel to segment", "nucleus channel"]
+        .iter()
+        .zip(&channels)
+    {
+        if c > nch {
+            bail!(
+                "--channels {},{} asks for colour {c} as the {which}, but the image has \
+                 {nch} colour channel{}",
+                channels[0],
+                channels[1],
+                if nch == 1 { "" } else { "s" }
+            );
+        }
+    }
+    let npix = frame.width * frame.height;
+    let mut planes = vec![0.0f32; 2 * npix];
+    reduce_channels(&frame.data, nch, channels, &mut planes)?;
+    let with_nucleus = channels[0] != 0 && channels[1] != 0 && nch > 1;
+    Ok((planes, if with_nucleus { 2 } else { 1 }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_listing_skips_results_and_annotations() {
+        assert!(is_image_name(Path::new("a/x_img.png")));
+        assert!(is_image_name(Path::new("a/x.TIF")));
+        assert!(!is_image_name(Path::new("a/x_masks.png")));
+        assert!(!is_image_name(Path::new("a/x_img_cp_masks.tif")));
+        assert!(!is_image_name(Path::new("a/x_cp_outlines.png")));
+        assert!(!is_image_name(Path::new("a/x.jpg")));
     }
 }

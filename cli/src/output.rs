@@ -5,6 +5,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use cellpose::DroppedMasks;
 use cellpose::ObjectSummary;
 use tiff::encoder::{Rational, TiffEncoder, colortype};
 use tiff::tags::{ResolutionUnit, Tag};
@@ -348,9 +349,68 @@ impl Drop for CsvWriter {
     }
 }
 
+// Output naming: where the results of one input go.
+
+/// Output path `DIR/STEM_SUFFIX` (with `_frameNNN` before the extension for stacks).
+pub fn output_path(dir: &Path, stem: &str, suffix: &str, frame: Option<(usize, usize)>) -> PathBuf {
+    let name = match frame {
+        None => format!("{stem}_{suffix}"),
+        Some((i, n)) => {
+            let digits = n.to_string().len();
+            let (base, ext) = suffix.rsplit_once('.').unwrap_or((suffix, ""));
+            format!("{stem}_{base}_frame{:0digits$}.{ext}", i + 1)
+        }
+    };
+    dir.join(name)
+}
+
+/// The file name's stem and the folder its results go to.
+pub fn stem_and_dir<'a>(path: &'a Path, out_dir: Option<&Path>) -> Result<(&'a str, PathBuf)> {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .context("file name is not valid UTF-8")?;
+    let dir = match out_dir {
+        Some(d) => d.to_path_buf(),
+        None => path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+    };
+    Ok((stem, dir))
+}
+
+/// What one image produced.
+pub(crate) struct Done {
+    /// Frames, or planes of a volume.
+    pub frames: usize,
+    pub objects: u64,
+    pub masks: PathBuf,
+    pub diameters: Vec<f32>,
+    /// For a volume, how it was segmented ("3D flows", "stitched at IoU 0.25").
+    pub volume: Option<String>,
+    /// Masks removed by the size and flow-error rules, over every frame.
+    pub dropped: DroppedMasks,
+    /// How the file was read or normalised where that was a choice, for the user.
+    pub notes: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stack_outputs_are_numbered_per_frame() {
+        let d = Path::new("o");
+        assert_eq!(
+            output_path(d, "s", "cp_flows.png", Some((2, 12))),
+            Path::new("o/s_cp_flows_frame03.png")
+        );
+        assert_eq!(
+            output_path(d, "s", "cp_masks.tif", None),
+            Path::new("o/s_cp_masks.tif")
+        );
+    }
     use crate::input::read_labels;
 
     fn sample_type(path: &Path) -> tiff::ColorType {

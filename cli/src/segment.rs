@@ -4,25 +4,22 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use cellpose::{
     Diameter, DroppedMasks, ImageView, Model, Normalization, Params, ParamsError, Segmentation,
-    Segmenter, VolumeParams, VolumeSegmenter, outlines, preprocess, render,
+    Segmenter, VolumeMode, VolumeParams, VolumeSegmenter, outlines, render,
 };
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::input::{AxesFrom, Frame, ImageFile};
-use crate::output::{CsvWriter, LabelMeta, LabelPage, LabelTiffWriter, write_rgb_png, write_text};
+use crate::input::{AxesFrom, ImageFile, Input, expand_inputs, reduce};
+use crate::output::{
+    CsvWriter, Done, LabelMeta, LabelPage, LabelTiffWriter, output_path, stem_and_dir,
+    write_rgb_png, write_text,
+};
 use crate::roi::{RoiSetWriter, outlines_text};
 use crate::volume::segment_volume_file;
 use crate::{EXIT_MODEL, EXIT_SOME_FAILED, EXIT_USAGE, Fatal, model_path, one_line};
-
-/// File extensions read from folders (case-insensitive).
-const IMAGE_EXTENSIONS: [&str; 3] = ["png", "tif", "tiff"];
-/// Name endings of files in a folder that are results or annotations, not images to segment
-/// (the reference's `get_image_files` skips the same kinds).
-const SKIPPED_STEM_ENDINGS: [&str; 4] = ["_masks", "_cp_outlines", "_cp_flows", "_outlines"];
 
 #[derive(Args)]
 pub struct SegmentCommand {
@@ -181,42 +178,6 @@ fn flag_of(name: &str) -> String {
     format!("--{}", name.replace('_', "-"))
 }
 
-/// The images named by the inputs, folders expanded (sorted, results and annotations
-/// skipped). Inputs that name nothing usable come back as errors.
-/// An input file, or an input that names nothing usable with the reason.
-type Input = Result<PathBuf, (PathBuf, String)>;
-
-fn expand_inputs(inputs: &[PathBuf]) -> Vec<Input> {
-    let mut out = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut files: Vec<PathBuf> = match std::fs::read_dir(input) {
-                Ok(rd) => rd
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.is_file() && is_image_name(p))
-                    .collect(),
-                Err(e) => {
-                    out.push(Err((input.clone(), format!("cannot list folder: {e}"))));
-                    continue;
-                }
-            };
-            if files.is_empty() {
-                out.push(Err((
-                    input.clone(),
-                    "folder holds no PNG or TIFF images to segment".into(),
-                )));
-            }
-            files.sort();
-            out.extend(files.into_iter().map(Ok));
-        } else if input.exists() {
-            out.push(Ok(input.clone()));
-        } else {
-            out.push(Err((input.clone(), "no such file or folder".into())));
-        }
-    }
-    out
-}
-
 /// Checks, before any work, that no two inputs would write the same result files (their
 /// results are `DIR/STEM_…`: two files of one stem in different folders with one `--out`,
 /// or `x.png` beside `x.tif`), so that no result replaces another written in the same run.
@@ -264,67 +225,6 @@ fn one_result_per_input(items: Vec<Input>, out: Option<&Path>) -> Result<Vec<Inp
             clashes.join("; ")
         ),
     ))
-}
-
-pub(crate) fn is_image_name(p: &Path) -> bool {
-    let ext_ok = p
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)));
-    let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-    ext_ok && !SKIPPED_STEM_ENDINGS.iter().any(|s| stem.ends_with(s))
-}
-
-/// What one image produced.
-pub(crate) struct Done {
-    /// Frames, or planes of a volume.
-    pub frames: usize,
-    pub objects: u64,
-    pub masks: PathBuf,
-    pub diameters: Vec<f32>,
-    /// For a volume, how it was segmented ("3D flows", "stitched at IoU 0.25").
-    pub volume: Option<String>,
-    /// Masks removed by the size and flow-error rules, over every frame.
-    pub dropped: DroppedMasks,
-    /// How the file was read or normalised where that was a choice, for the user.
-    pub notes: Vec<String>,
-}
-
-/// Output path `DIR/STEM_SUFFIX` (with `_frameNNN` before the extension for stacks).
-pub(crate) fn output_path(
-    dir: &Path,
-    stem: &str,
-    suffix: &str,
-    frame: Option<(usize, usize)>,
-) -> PathBuf {
-    let name = match frame {
-        None => format!("{stem}_{suffix}"),
-        Some((i, n)) => {
-            let digits = n.to_string().len();
-            let (base, ext) = suffix.rsplit_once('.').unwrap_or((suffix, ""));
-            format!("{stem}_{base}_frame{:0digits$}.{ext}", i + 1)
-        }
-    };
-    dir.join(name)
-}
-
-/// The file name's stem and the folder its results go to.
-pub(crate) fn stem_and_dir<'a>(
-    path: &'a Path,
-    out_dir: Option<&Path>,
-) -> Result<(&'a str, PathBuf)> {
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .context("file name is not valid UTF-8")?;
-    let dir = match out_dir {
-        Some(d) => d.to_path_buf(),
-        None => path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".")),
-    };
-    Ok((stem, dir))
 }
 
 fn segment_file(
@@ -511,31 +411,6 @@ fn removed(d: &DroppedMasks, params: &Params) -> String {
     }
 }
 
-/// The frame's colours reduced to the network's planes (the reference's channel choice).
-/// Returns both planes and how many of them carry data (1 without a nucleus channel).
-pub(crate) fn reduce(frame: &Frame, channels: [usize; 2]) -> Result<(Vec<f32>, usize)> {
-    let nch = frame.colours;
-    for (which, &c) in ["channel to segment", "nucleus channel"]
-        .iter()
-        .zip(&channels)
-    {
-        if c > nch {
-            bail!(
-                "--channels {},{} asks for colour {c} as the {which}, but the image has \
-                 {nch} colour channel{}",
-                channels[0],
-                channels[1],
-                if nch == 1 { "" } else { "s" }
-            );
-        }
-    }
-    let npix = frame.width * frame.height;
-    let mut planes = vec![0.0f32; 2 * npix];
-    preprocess::reduce_channels(&frame.data, nch, channels, &mut planes)?;
-    let with_nucleus = channels[0] != 0 && channels[1] != 0 && nch > 1;
-    Ok((planes, if with_nucleus { 2 } else { 1 }))
-}
-
 /// What segments the inputs: the 2D pipeline frame by frame, or the volume pipeline
 /// (`--do-3d`) stack by stack.
 // One engine per run, so the size of its variants does not matter.
@@ -595,13 +470,8 @@ fn build_engine(args: &SegmentArgs) -> Result<(Engine, PathBuf), Fatal> {
         model_path::resolve(args.model.as_deref()).map_err(|m| Fatal::new(EXIT_MODEL, m))?;
     let model = Model::load(&model_file)
         .map_err(|e| Fatal::new(EXIT_MODEL, format!("{}: {e}", model_file.display())))?;
-    // Unknown sizes are the rule at a microscope: estimate them when the model can (the
-    // shipped model's AP50 on dsb2018/test is far higher with it; models/README.md).
-    let default_diameter = if model.info().size_model.is_some() {
-        Diameter::Auto
-    } else {
-        Diameter::ModelDefault
-    };
+    // Unknown sizes are the rule at a microscope: estimate them when the model can.
+    let default_diameter = Diameter::default_for(model.info());
     let params = Params {
         diameter: args.diameter.unwrap_or(default_diameter),
         flow_threshold: args.flow_threshold,
@@ -646,14 +516,16 @@ fn build_engine(args: &SegmentArgs) -> Result<(Engine, PathBuf), Fatal> {
         Fatal::new(EXIT_USAGE, msg)
     };
     let engine = if args.do_3d {
-        let stitch_threshold = args.stitch_threshold.unwrap_or(0.0);
+        // A stitch threshold other than 0 selects per-plane 2D + stitching, as the reference's
+        // `stitch_threshold` does (the core refuses one outside (0, 1]).
+        let mode = match args.stitch_threshold {
+            None | Some(0.0) => VolumeMode::Flows3d,
+            Some(threshold) => VolumeMode::Stitched { threshold },
+        };
         let vp = VolumeParams {
             params,
-            // A stitch threshold above 0 selects per-plane 2D + stitching, as the reference's
-            // `stitch_threshold` does.
-            do_3d: stitch_threshold <= 0.0,
+            mode,
             anisotropy: args.anisotropy.unwrap_or(1.0),
-            stitch_threshold,
         };
         Engine::Volumes(
             VolumeSegmenter::new(model, vp)
@@ -848,28 +720,5 @@ mod tests {
         assert_eq!(parse_diameter("model"), Ok(Diameter::ModelDefault));
         assert!(parse_diameter("-3").is_err());
         assert!(parse_diameter("big").is_err());
-    }
-
-    #[test]
-    fn folder_listing_skips_results_and_annotations() {
-        assert!(is_image_name(Path::new("a/x_img.png")));
-        assert!(is_image_name(Path::new("a/x.TIF")));
-        assert!(!is_image_name(Path::new("a/x_masks.png")));
-        assert!(!is_image_name(Path::new("a/x_img_cp_masks.tif")));
-        assert!(!is_image_name(Path::new("a/x_cp_outlines.png")));
-        assert!(!is_image_name(Path::new("a/x.jpg")));
-    }
-
-    #[test]
-    fn stack_outputs_are_numbered_per_frame() {
-        let d = Path::new("o");
-        assert_eq!(
-            output_path(d, "s", "cp_flows.png", Some((2, 12))),
-            Path::new("o/s_cp_flows_frame03.png")
-        );
-        assert_eq!(
-            output_path(d, "s", "cp_masks.tif", None),
-            Path::new("o/s_cp_masks.tif")
-        );
     }
 }

@@ -6,9 +6,10 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use cellpose::{VolumeMode, VolumeSegmenter, VolumeView, render};
 
-use crate::input::{AxesFrom, ImageFile};
-use crate::output::{LabelMeta, LabelPage, write_label_tiff, write_rgb_png};
-use crate::segment::{Done, output_path, reduce, stem_and_dir};
+use crate::input::{AxesFrom, ImageFile, reduce};
+use crate::output::{
+    Done, LabelMeta, LabelPage, output_path, stem_and_dir, write_label_tiff, write_rgb_png,
+};
 
 /// Segments the z-stack in `path` and writes `STEM_cp_masks.tif` (one page per plane) and,
 /// with `outlines`, one outline picture per plane.
@@ -117,7 +118,7 @@ pub fn segment_volume_file(
     write_label_tiff(&masks, &pages, meta)?;
     let how = match s.mode {
         VolumeMode::Flows3d => format!("3D flows, anisotropy {}", seg.params().anisotropy),
-        VolumeMode::Stitched => format!("stitched at IoU {}", seg.params().stitch_threshold),
+        VolumeMode::Stitched { threshold } => format!("stitched at IoU {threshold}"),
         VolumeMode::Planes => "independent planes".to_string(),
     };
     Ok(Done {

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::Args;
 use notify::Watcher;
 
-use crate::segment::{Run, SegmentArgs, is_image_name, output_path, stem_and_dir};
+use crate::input::is_image_name;
+use crate::output::{output_path, stem_and_dir};
+use crate::segment::{Run, SegmentArgs};
 use crate::{EXIT_USAGE, Fatal};
 
 #[derive(Args)]

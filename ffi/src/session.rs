@@ -4,7 +4,7 @@
 use std::ffi::c_void;
 use std::mem::{offset_of, size_of};
 
-use cellpose::objects::object_summaries_into;
+use cellpose::object_summaries_into;
 use cellpose::{ObjectSummary, Segmentation, Segmenter, VolumeSegmenter};
 
 use crate::frame::{self, cp_frame};
@@ -152,6 +152,59 @@ pub(crate) unsafe fn live<'a>(session: *mut cp_session) -> Result<&'a mut cp_ses
     Ok(s)
 }
 
+/// Runs `core` (a call into the core library) with the session marked poisoned, and clears
+/// the mark when it returns: if it panics, `guard` catches the panic and the mark stays, so
+/// every later call refuses the session (`live`), whose state may be half-written.
+pub(crate) fn poisoned_during<R>(poisoned: &mut bool, core: impl FnOnce() -> R) -> R {
+    *poisoned = true;
+    let r = core();
+    *poisoned = false;
+    r
+}
+
+/// The alignment `labels` needs for `label_type`, or `CP_ERR_UNKNOWN_ENUM`.
+pub(crate) fn label_align(label_type: cp_label_type) -> Result<usize, Failure> {
+    match label_type {
+        CP_LABELS_U32 => Ok(align_of::<u32>()),
+        CP_LABELS_U16 => Ok(align_of::<u16>()),
+        t => Err(bad(
+            cp_status::CP_ERR_UNKNOWN_ENUM,
+            format!("output->label_type {t} is not a cp_label_type (0 or 1)"),
+        )),
+    }
+}
+
+/// Writes `labels` into the caller's buffer as `label_type` elements, or fails with
+/// `CP_ERR_LABEL_OVERFLOW` writing nothing when 16-bit labels cannot hold `n_objects`.
+///
+/// # Safety
+/// `dst` is non-NULL, aligned for `label_type` (a valid one, see `label_align`), and holds
+/// `labels.len()` writable elements overlapping nothing the caller still reads.
+pub(crate) unsafe fn write_labels(
+    dst: *mut c_void,
+    label_type: cp_label_type,
+    labels: &[u32],
+    n_objects: u32,
+) -> Result<(), Failure> {
+    let n = labels.len();
+    if label_type == CP_LABELS_U16 {
+        if n_objects > u16::MAX as u32 {
+            return Err(bad(
+                cp_status::CP_ERR_LABEL_OVERFLOW,
+                format!("{n_objects} objects do not fit 16-bit labels; use CP_LABELS_U32"),
+            ));
+        }
+        // SAFETY: by this function's contract.
+        let dst = unsafe { std::slice::from_raw_parts_mut(dst as *mut u16, n) };
+        dst.iter_mut().zip(labels).for_each(|(d, &l)| *d = l as u16);
+    } else {
+        // SAFETY: by this function's contract.
+        let dst = unsafe { std::slice::from_raw_parts_mut(dst as *mut u32, n) };
+        dst.copy_from_slice(labels);
+    }
+    Ok(())
+}
+
 /// Replaces the options of a session; later frames and volumes use them. On error the old
 /// options stay.
 ///
@@ -235,10 +288,9 @@ pub unsafe extern "C" fn cp_session_prepare(
         )?;
         s.has_result = false;
         s.objects_ready = false;
-        s.poisoned = true;
-        let r = s.segmenter.segment_into(&view, &mut s.result);
-        s.poisoned = false;
-        r?;
+        poisoned_during(&mut s.poisoned, || {
+            s.segmenter.segment_into(&view, &mut s.result)
+        })?;
         Ok(())
     })
 }
@@ -321,49 +373,24 @@ pub unsafe extern "C" fn cp_session_segment(
         let view = unsafe { frame::view(frame) }?;
         // Both sides are at most 65536 (checked by the view), so these cannot overflow.
         let npix = view.width() * view.height();
-        match o.label_type {
-            CP_LABELS_U32 => check_buffer("labels", o.labels as *const u32, o.labels_len, npix)?,
-            CP_LABELS_U16 => check_buffer("labels", o.labels as *const u16, o.labels_len, npix)?,
-            t => {
-                return Err(bad(
-                    cp_status::CP_ERR_UNKNOWN_ENUM,
-                    format!("output->label_type {t} is not a cp_label_type (0 or 1)"),
-                ));
-            }
+        match label_align(o.label_type)? {
+            2 => check_buffer("labels", o.labels as *const u16, o.labels_len, npix)?,
+            _ => check_buffer("labels", o.labels as *const u32, o.labels_len, npix)?,
         }
         check_buffer("flows", o.flows, o.flows_len, 2 * npix)?;
         check_buffer("cell_prob", o.cell_prob, o.cell_prob_len, npix)?;
 
-        s.has_result = false;
-        s.objects_ready = false;
-        s.poisoned = true;
-        let r = s.segmenter.segment_into(&view, &mut s.result);
-        s.poisoned = false;
-        r?;
+        poisoned_during(&mut s.poisoned, || {
+            s.segmenter.segment_into(&view, &mut s.result)
+        })?;
         s.has_result = true;
         let res = &s.result;
-        if o.label_type == CP_LABELS_U16 && !o.labels.is_null() && res.n_objects > 65535 {
-            return Err(bad(
-                cp_status::CP_ERR_LABEL_OVERFLOW,
-                format!(
-                    "{} objects do not fit 16-bit labels; use CP_LABELS_U32",
-                    res.n_objects
-                ),
-            ));
-        }
         // SAFETY (all writes below): each pointer is non-NULL, aligned and holds at least the
         // number of elements written (checked above); the caller promises the buffers are
-        // writable and overlap neither the frame (no longer read) nor each other.
+        // writable and overlap neither the frame (no longer read) nor each other. Labels go
+        // first: a 16-bit overflow fails before anything is written.
         if !o.labels.is_null() {
-            if o.label_type == CP_LABELS_U32 {
-                let dst = unsafe { std::slice::from_raw_parts_mut(o.labels as *mut u32, npix) };
-                dst.copy_from_slice(&res.labels);
-            } else {
-                let dst = unsafe { std::slice::from_raw_parts_mut(o.labels as *mut u16, npix) };
-                dst.iter_mut()
-                    .zip(&res.labels)
-                    .for_each(|(d, &l)| *d = l as u16);
-            }
+            unsafe { write_labels(o.labels, o.label_type, &res.labels, res.n_objects) }?;
         }
         if !o.flows.is_null() {
             let dst = unsafe { std::slice::from_raw_parts_mut(o.flows, 2 * npix) };

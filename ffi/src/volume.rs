@@ -5,13 +5,15 @@
 use std::ffi::c_void;
 use std::mem::{offset_of, size_of};
 
-use cellpose::{ChannelLayout, PixelType, VolumeParams, VolumeSegmenter, VolumeView};
+use cellpose::{
+    ChannelLayout, Params, PixelType, VolumeMode, VolumeParams, VolumeSegmenter, VolumeView,
+};
 
 use crate::frame::{
     CP_LAYOUT_INTERLEAVED, CP_LAYOUT_PLANAR, CP_PIXEL_F32, CP_PIXEL_U8, CP_PIXEL_U16,
     cp_channel_layout, cp_pixel_type,
 };
-use crate::session::{self, CP_LABELS_U16, CP_LABELS_U32, cp_label_type, cp_session};
+use crate::session::{self, CP_LABELS_U32, cp_label_type, cp_session};
 use crate::status::{Failure, cp_status, guard};
 use crate::versioned;
 
@@ -82,42 +84,36 @@ pub struct cp_volume_options {
 const VOLUME_OPTIONS_V1: usize = size_of::<cp_volume_options>();
 const _: () = assert!(offset_of!(cp_volume_options, struct_size) == 0);
 
-/// Default IoU of `CP_VOLUME_STITCH`: joins a nucleus's cross-sections in neighbouring planes
-/// even where they shrink towards its poles, without merging touching neighbours.
-const DEFAULT_STITCH_THRESHOLD: f32 = 0.25;
-
 impl cp_volume_options {
     fn defaults() -> cp_volume_options {
         cp_volume_options {
             struct_size: VOLUME_OPTIONS_V1,
             mode: CP_VOLUME_3D,
             anisotropy: VolumeParams::default().anisotropy,
-            stitch_threshold: DEFAULT_STITCH_THRESHOLD,
+            stitch_threshold: VolumeMode::DEFAULT_STITCH_THRESHOLD,
         }
     }
 
-    /// The core's volume switches: (do_3d, anisotropy, stitch_threshold).
-    fn to_switches(self) -> Result<(bool, f32, f32), Failure> {
-        match self.mode {
-            CP_VOLUME_3D => Ok((true, self.anisotropy, 0.0)),
-            CP_VOLUME_STITCH => {
-                let t = self.stitch_threshold;
-                if !(t > 0.0 && t <= 1.0) {
-                    return Err(Failure::new(
-                        cp_status::CP_ERR_PARAMS,
-                        format!(
-                            "options->stitch_threshold {t} is invalid for CP_VOLUME_STITCH: \
-                             expected an IoU in (0, 1]"
-                        ),
-                    ));
-                }
-                Ok((false, self.anisotropy, t))
+    /// The core's parameters for these options and the session's 2D `params` (checked by
+    /// the core's `VolumeParams::validate`, not here).
+    fn to_params(self, params: Params) -> Result<VolumeParams, Failure> {
+        let mode = match self.mode {
+            CP_VOLUME_3D => VolumeMode::Flows3d,
+            CP_VOLUME_STITCH => VolumeMode::Stitched {
+                threshold: self.stitch_threshold,
+            },
+            m => {
+                return Err(Failure::new(
+                    cp_status::CP_ERR_UNKNOWN_ENUM,
+                    format!("options->mode {m} is not a cp_volume_mode (0 or 1)"),
+                ));
             }
-            m => Err(Failure::new(
-                cp_status::CP_ERR_UNKNOWN_ENUM,
-                format!("options->mode {m} is not a cp_volume_mode (0 or 1)"),
-            )),
-        }
+        };
+        Ok(VolumeParams {
+            params,
+            mode,
+            anisotropy: self.anisotropy,
+        })
     }
 }
 
@@ -203,38 +199,6 @@ unsafe fn view<'a>(volume: *const cp_volume) -> Result<VolumeView<'a>, Failure> 
             format!(
                 "volume is {}×{}×{} (depth × height × width); every side must be at least 1",
                 v.depth, v.height, v.width
-            ),
-        ));
-    }
-    // Name plane_stride when it is shorter than a plane (the core's check says "stride").
-    // Where this overflows, the core reports the overflow.
-    let rows = if layout == ChannelLayout::Planar {
-        v.channels as usize
-    } else {
-        1
-    } * v.height as usize;
-    let row_bytes = (v.width as usize).checked_mul(pixel.bytes()).and_then(|b| {
-        b.checked_mul(if layout == ChannelLayout::Planar {
-            1
-        } else {
-            v.channels as usize
-        })
-    });
-    let plane_bytes = row_bytes.and_then(|r| {
-        v.row_stride
-            .checked_mul(rows.saturating_sub(1))
-            .and_then(|b| b.checked_add(r))
-    });
-    if let Some(plane_bytes) = plane_bytes
-        && (1..=2).contains(&v.channels)
-        && v.row_stride >= row_bytes.unwrap_or(0)
-        && v.plane_stride < plane_bytes
-    {
-        return Err(failure(
-            cp_status::CP_ERR_IMAGE,
-            format!(
-                "volume->plane_stride {} is smaller than one plane ({plane_bytes} bytes)",
-                v.plane_stride
             ),
         ));
     }
@@ -363,21 +327,12 @@ pub unsafe extern "C" fn cp_session_segment_volume(
                 )
             }?
         };
-        let (do_3d, anisotropy, stitch_threshold) = opts.to_switches()?;
+        let params = opts.to_params(s.segmenter.params().clone())?;
         // SAFETY: forwarded from the caller; the pixels are only read during this call.
         let view = unsafe { view(volume) }?;
         // Below 2^32 (checked by the view), so this cannot overflow.
         let n = view.depth() * view.height() * view.width();
-        let align = match o.label_type {
-            CP_LABELS_U32 => align_of::<u32>(),
-            CP_LABELS_U16 => align_of::<u16>(),
-            t => {
-                return Err(failure(
-                    cp_status::CP_ERR_UNKNOWN_ENUM,
-                    format!("output->label_type {t} is not a cp_label_type (0 or 1)"),
-                ));
-            }
-        };
+        let align = session::label_align(o.label_type)?;
         if o.labels.is_null() {
             return Err(Failure::null("output->labels"));
         }
@@ -396,12 +351,6 @@ pub unsafe extern "C" fn cp_session_segment_volume(
                 format!("output->labels is not aligned to {align} bytes"),
             ));
         }
-        let params = VolumeParams {
-            params: s.segmenter.params().clone(),
-            do_3d,
-            anisotropy,
-            stitch_threshold,
-        };
         params.validate().map_err(cellpose::Error::from)?;
         let seg = match &mut s.volume {
             Some(seg) => {
@@ -416,31 +365,11 @@ pub unsafe extern "C" fn cp_session_segment_volume(
 
         s.has_result = false;
         s.objects_ready = false;
-        s.poisoned = true;
-        let r = seg.segment(&view);
-        s.poisoned = false;
-        let res = r?;
-        if o.label_type == CP_LABELS_U16 && res.n_objects > 65535 {
-            return Err(failure(
-                cp_status::CP_ERR_LABEL_OVERFLOW,
-                format!(
-                    "{} objects do not fit 16-bit labels; use CP_LABELS_U32",
-                    res.n_objects
-                ),
-            ));
-        }
-        // SAFETY (both writes): `labels` is non-NULL, aligned and holds at least n elements
-        // (checked above); the caller promises they are writable and overlap neither the
-        // volume (no longer read) nor anything else.
-        if o.label_type == CP_LABELS_U32 {
-            let dst = unsafe { std::slice::from_raw_parts_mut(o.labels as *mut u32, n) };
-            dst.copy_from_slice(&res.labels);
-        } else {
-            let dst = unsafe { std::slice::from_raw_parts_mut(o.labels as *mut u16, n) };
-            dst.iter_mut()
-                .zip(&res.labels)
-                .for_each(|(d, &l)| *d = l as u16);
-        }
+        let res = session::poisoned_during(&mut s.poisoned, || seg.segment(&view))?;
+        // SAFETY: `labels` is non-NULL, aligned for its (valid) type and holds at least n
+        // elements (checked above); the caller promises they are writable and overlap
+        // neither the volume (no longer read) nor anything else.
+        unsafe { session::write_labels(o.labels, o.label_type, &res.labels, res.n_objects) }?;
         // SAFETY: `output` holds at least VOLUME_OUTPUT_V1 writable bytes (checked by
         // versioned::read), which contain both fields.
         unsafe {
@@ -458,7 +387,8 @@ mod tests {
     #[test]
     fn default_volume_options_are_3d_isotropic() {
         let o = cp_volume_options::defaults();
-        assert_eq!(o.to_switches().unwrap(), (true, 1.0, 0.0));
+        let p = o.to_params(Params::default()).unwrap();
+        assert_eq!((p.mode, p.anisotropy), (VolumeMode::Flows3d, 1.0));
     }
 
     #[test]
@@ -467,17 +397,18 @@ mod tests {
             mode: CP_VOLUME_STITCH,
             ..cp_volume_options::defaults()
         };
-        assert_eq!(o.to_switches().unwrap(), (false, 1.0, 0.25));
+        let p = o.to_params(Params::default()).unwrap();
+        assert_eq!(p.mode, VolumeMode::Stitched { threshold: 0.25 });
+        assert!(p.validate().is_ok());
         for bad in [0.0, -0.5, 1.5, f32::NAN] {
             o.stitch_threshold = bad;
-            assert_eq!(
-                o.to_switches().unwrap_err().status,
-                cp_status::CP_ERR_PARAMS
-            );
+            let p = o.to_params(Params::default()).unwrap();
+            let e = cellpose::Error::from(p.validate().unwrap_err());
+            assert_eq!(Failure::from(e).status, cp_status::CP_ERR_PARAMS, "{bad}");
         }
         o.mode = 2;
         assert_eq!(
-            o.to_switches().unwrap_err().status,
+            o.to_params(Params::default()).unwrap_err().status,
             cp_status::CP_ERR_UNKNOWN_ENUM
         );
     }

@@ -60,9 +60,14 @@ fuzz_target!(|input: Input| {
     }
     let vp = VolumeParams {
         params: Params { diameter: Diameter::Pixels(input.diameter), ..Params::default() },
-        do_3d: input.do_3d,
+        // Any threshold but 0 asks for stitching, so invalid ones (NaN, negative, > 1) reach
+        // the core's check.
+        mode: match (input.do_3d, input.stitch_threshold) {
+            (true, _) => VolumeMode::Flows3d,
+            (false, t) if t == 0.0 => VolumeMode::Planes,
+            (false, threshold) => VolumeMode::Stitched { threshold },
+        },
         anisotropy: input.anisotropy,
-        stitch_threshold: input.stitch_threshold,
     };
     let Ok(mut seg) = VolumeSegmenter::new(model.clone(), vp) else {
         return;

@@ -34,9 +34,10 @@ pub(crate) mod conv;
 pub(crate) mod graph;
 pub(crate) mod kernels;
 pub(crate) mod stash;
-pub mod tiling;
+pub(crate) mod tiling;
 pub(crate) mod winograd;
 
+#[cfg(feature = "bench-hooks")]
 pub use conv::Precision;
 pub use kernels::Isa;
 
@@ -48,6 +49,7 @@ pub const IN_CHANNELS: usize = 2;
 /// Network runs (tract plan executions) in progress in this process.
 static RUNS_IN_PROGRESS: AtomicUsize = AtomicUsize::new(0);
 
+#[cfg(feature = "bench-hooks")]
 /// How many tract plan executions are running right now, in the whole process.
 ///
 /// Allocation-counting tests and benchmarks read it from their global allocator to tell the
@@ -300,6 +302,7 @@ fn accumulate_tile(
     Ok(())
 }
 
+#[cfg(feature = "bench-hooks")]
 /// The form [`time_convolution`] times.
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -312,6 +315,7 @@ pub enum ConvForm {
     Int8,
 }
 
+#[cfg(feature = "bench-hooks")]
 /// Times our 3×3 convolution alone (`cin → cout` channels, ReLU input stage, fixed weights,
 /// one `side × side` image) `repeats` times on `threads` threads in `form`, and returns the
 /// wall time of each run in seconds with what ran: instruction set, precision and
@@ -385,6 +389,7 @@ fn run_on<R: Send>(
     }
 }
 
+#[cfg(feature = "bench-hooks")]
 /// Runs the network `repeats` times on a `batch × 2 × height × width` input of a fixed
 /// pattern and returns the wall time of each run in seconds (the plan is optimised before
 /// the first timed run). For benchmarks.

@@ -37,6 +37,7 @@ fn linspace_floor_into(v: &mut Vec<usize>, stop: usize, n: usize) {
 
 impl TileGrid {
     /// The reference tiling of a padded `height × width` image.
+    #[cfg(test)]
     pub fn new(height: usize, width: usize, augment: bool, tile_overlap: f32) -> TileGrid {
         let mut grid = TileGrid::default();
         grid.rebuild(height, width, augment, tile_overlap);
@@ -80,10 +81,6 @@ impl TileGrid {
 
     pub fn len(&self) -> usize {
         self.ystarts.len() * self.xstarts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// (row, column, y0, x0) of tile `k`.
@@ -163,6 +160,7 @@ pub struct Region {
 
 impl Region {
     /// The whole `height × width` canvas.
+    #[cfg(test)]
     pub fn whole(height: usize, width: usize) -> Region {
         Region {
             y0: 0,
@@ -176,6 +174,7 @@ impl Region {
 /// The reference taper weights of a `ly × lx` tile (a 2D sigmoid falling off over the last
 /// 20 px), in f64 as the reference computes them: row `y`, column `x` is
 /// `rows[y] * columns[x]` of [`taper_profiles`].
+#[cfg(test)]
 pub fn taper_mask(ly: usize, lx: usize) -> Vec<f64> {
     let (mut my, mut mx) = (Vec::new(), Vec::new());
     taper_profiles(ly, lx, &mut my, &mut mx);

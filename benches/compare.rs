@@ -253,7 +253,7 @@ fn cmd_e2e(o: &Opts, kind_tag: &str) {
             continue;
         }
         let img = read_f32(&row.image);
-        let view = ImageView::planar_f32(row.w, row.h, 1, &img).expect("image");
+        let view = ImageView::planar_f32(1, row.h, row.w, &img).expect("image");
         let reps = if row.w * row.h >= 1024 * 1024 {
             1
         } else {
@@ -291,8 +291,8 @@ fn cmd_e2e(o: &Opts, kind_tag: &str) {
             mf.labels(
                 &res.flows,
                 &res.cell_prob,
-                w,
                 h,
+                w,
                 &params,
                 niter,
                 threads,
@@ -310,8 +310,8 @@ fn cmd_e2e(o: &Opts, kind_tag: &str) {
                     mf.labels(
                         &res.flows,
                         &res.cell_prob,
-                        w,
                         h,
+                        w,
                         &params,
                         niter,
                         threads,
@@ -428,7 +428,7 @@ fn cmd_loop(o: &Opts) {
     let img = read_f32(&row.image);
     let model = Model::load(o.get("model")).expect("model");
     let mut seg = segmenter(&model, threads);
-    let view = ImageView::planar_f32(row.w, row.h, 1, &img).expect("image");
+    let view = ImageView::planar_f32(1, row.h, row.w, &img).expect("image");
     let mut res = Segmentation::default();
     for _ in 0..warmup {
         seg.segment_into(&view, &mut res).expect("segment");
@@ -451,8 +451,8 @@ fn cmd_loop(o: &Opts) {
     mf.labels(
         &res.flows,
         &res.cell_prob,
-        row.w,
         row.h,
+        row.w,
         &params,
         niter,
         threads,
@@ -463,8 +463,8 @@ fn cmd_loop(o: &Opts) {
         mf.labels(
             &res.flows,
             &res.cell_prob,
-            row.w,
             row.h,
+            row.w,
             &params,
             niter,
             threads,
@@ -511,7 +511,7 @@ fn cmd_flows(o: &Opts) {
             continue;
         }
         let img = read_f32(&row.image);
-        let view = ImageView::planar_f32(row.w, row.h, 1, &img).expect("image");
+        let view = ImageView::planar_f32(1, row.h, row.w, &img).expect("image");
         let a = sb.segment(&view).expect("segment");
         let b = sm.segment(&view).expect("segment");
         for (x, y) in a.flows.iter().zip(&b.flows) {

@@ -96,7 +96,7 @@ fn main() {
         })
         .unwrap();
         let s = seg
-            .segment(&ImageView::planar_f32(w, h, 1, &gray).unwrap())
+            .segment(&ImageView::planar_f32(1, h, w, &gray).unwrap())
             .unwrap();
         let ap = average_precision(&truth, &s.labels, &[0.5, 0.75, 0.9]);
         let v = [ap[0].ap, ap[1].ap, ap[2].ap];

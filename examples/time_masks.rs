@@ -70,7 +70,7 @@ fn main() {
         .unwrap()
         .with_threads(threads)
         .unwrap();
-    let view = ImageView::gray_u8(w, h, &buf[..w * h]).unwrap();
+    let view = ImageView::gray_u8(h, w, &buf[..w * h]).unwrap();
     let s = seg.segment(&view).expect("segment");
     let niter = (200.0 * diameter / seg.model().info().diam_mean) as u32;
 
@@ -80,8 +80,8 @@ fn main() {
         mf.labels(
             &s.flows,
             &s.cell_prob,
-            w,
             h,
+            w,
             &params,
             niter,
             threads,

@@ -56,12 +56,19 @@ pub struct ImageView<'a> {
 }
 
 impl<'a> ImageView<'a> {
-    /// A frame over raw bytes (native endianness). `row_stride` is in bytes; for planar
-    /// frames channel `c` starts at `c * height * row_stride`.
+    /// A frame of `height` rows of `width` pixels over raw bytes (native endianness). Sizes
+    /// are given in memory order, (height, width), as everywhere in this library.
+    /// `row_stride` is in bytes; for planar frames channel `c` starts at
+    /// `c * height * row_stride`.
+    ///
+    /// # Errors
+    /// [`ImageError`] for an empty side, a side over [`MAX_SIDE`], other than 1 or 2
+    /// channels, a row stride shorter than a row, a buffer shorter than the frame, samples
+    /// not aligned for their type, or sizes whose byte count overflows.
     pub fn new(
         data: &'a [u8],
-        width: usize,
         height: usize,
+        width: usize,
         channels: usize,
         pixel: PixelType,
         layout: ChannelLayout,
@@ -128,12 +135,15 @@ impl<'a> ImageView<'a> {
         })
     }
 
-    /// A tightly packed single-channel 8-bit frame.
-    pub fn gray_u8(width: usize, height: usize, data: &'a [u8]) -> Result<Self, ImageError> {
+    /// A tightly packed single-channel 8-bit frame (Y×X).
+    ///
+    /// # Errors
+    /// As [`ImageView::new`].
+    pub fn gray_u8(height: usize, width: usize, data: &'a [u8]) -> Result<Self, ImageError> {
         Self::new(
             data,
-            width,
             height,
+            width,
             1,
             PixelType::U8,
             ChannelLayout::Planar,
@@ -141,12 +151,15 @@ impl<'a> ImageView<'a> {
         )
     }
 
-    /// A tightly packed single-channel 16-bit frame.
-    pub fn gray_u16(width: usize, height: usize, data: &'a [u16]) -> Result<Self, ImageError> {
+    /// A tightly packed single-channel 16-bit frame (Y×X).
+    ///
+    /// # Errors
+    /// As [`ImageView::new`].
+    pub fn gray_u16(height: usize, width: usize, data: &'a [u16]) -> Result<Self, ImageError> {
         Self::new(
             bytemuck::cast_slice(data),
-            width,
             height,
+            width,
             1,
             PixelType::U16,
             ChannelLayout::Planar,
@@ -154,17 +167,20 @@ impl<'a> ImageView<'a> {
         )
     }
 
-    /// A tightly packed f32 frame of `channels` planes.
+    /// A tightly packed f32 frame of `channels` planes (C×Y×X).
+    ///
+    /// # Errors
+    /// As [`ImageView::new`].
     pub fn planar_f32(
-        width: usize,
-        height: usize,
         channels: usize,
+        height: usize,
+        width: usize,
         data: &'a [f32],
     ) -> Result<Self, ImageError> {
         Self::new(
             bytemuck::cast_slice(data),
-            width,
             height,
+            width,
             channels,
             PixelType::F32,
             ChannelLayout::Planar,
@@ -239,6 +255,12 @@ pub struct VolumeView<'a> {
 impl<'a> VolumeView<'a> {
     /// A stack over raw bytes (native endianness). Every plane is checked as an
     /// [`ImageView::new`] frame of the given layout and row stride; planes must not overlap.
+    ///
+    /// # Errors
+    /// [`ImageError`] as [`ImageView::new`] for a plane; and for no planes, more than
+    /// [`MAX_SIDE`] planes, a plane stride shorter than one plane
+    /// ([`ImageError::PlaneStride`]) or not a multiple of the sample size, a buffer shorter
+    /// than the stack, or 2³² voxels or more.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         data: &'a [u8],
@@ -264,7 +286,7 @@ impl<'a> VolumeView<'a> {
                 limit: MAX_SIDE,
             });
         }
-        let first = ImageView::new(data, width, height, channels, pixel, layout, row_stride)?;
+        let first = ImageView::new(data, height, width, channels, pixel, layout, row_stride)?;
         let planes = if layout == ChannelLayout::Planar {
             channels
         } else {
@@ -321,6 +343,9 @@ impl<'a> VolumeView<'a> {
     }
 
     /// A tightly packed single-channel 8-bit stack (Z×Y×X).
+    ///
+    /// # Errors
+    /// As [`VolumeView::new`].
     pub fn gray_u8(
         depth: usize,
         height: usize,
@@ -342,6 +367,9 @@ impl<'a> VolumeView<'a> {
     }
 
     /// A tightly packed single-channel 16-bit stack (Z×Y×X).
+    ///
+    /// # Errors
+    /// As [`VolumeView::new`].
     pub fn gray_u16(
         depth: usize,
         height: usize,
@@ -364,6 +392,9 @@ impl<'a> VolumeView<'a> {
 
     /// A tightly packed f32 stack of `channels` planes per z (Z×C×Y×X, the order of ImageJ
     /// hyperstacks).
+    ///
+    /// # Errors
+    /// As [`VolumeView::new`].
     pub fn planar_f32(
         depth: usize,
         channels: usize,
@@ -413,8 +444,8 @@ impl<'a> VolumeView<'a> {
         assert!(z < self.depth);
         ImageView::new(
             &self.data[z * self.plane_stride..],
-            self.width(),
             self.height(),
+            self.width(),
             self.channels(),
             self.pixel_type(),
             self.layout,
@@ -474,14 +505,14 @@ mod tests {
     fn impossible_frames_are_rejected() {
         let d = [0u8; 16];
         assert_eq!(
-            ImageView::gray_u8(0, 4, &d).unwrap_err(),
+            ImageView::gray_u8(4, 0, &d).unwrap_err(),
             ImageError::Empty {
                 width: 0,
                 height: 4
             }
         );
         assert!(matches!(
-            ImageView::gray_u8(5, 4, &d),
+            ImageView::gray_u8(4, 5, &d),
             Err(ImageError::BufferTooSmall { .. })
         ));
         assert!(matches!(
@@ -489,14 +520,14 @@ mod tests {
             Err(ImageError::Channels { found: 3 })
         ));
         assert!(matches!(
-            ImageView::new(&d, 4, 2, 1, PixelType::U8, ChannelLayout::Planar, 3),
+            ImageView::new(&d, 2, 4, 1, PixelType::U8, ChannelLayout::Planar, 3),
             Err(ImageError::Stride { .. })
         ));
         assert!(matches!(
             ImageView::new(
                 &d,
-                usize::MAX / 2,
                 2,
+                usize::MAX / 2,
                 1,
                 PixelType::U8,
                 ChannelLayout::Planar,

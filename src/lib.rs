@@ -15,6 +15,10 @@
 //! from the style vector. With the `bench-hooks` feature, `bench` exposes the network's
 //! timing hooks to the peer benchmark (`benches/compare.sh`); they are not part of the API.
 //!
+//! Sizes are passed in memory order, as NumPy and the reference hold arrays: (height,
+//! width) for frames, (depth, height, width) for stacks, channels first where planes are
+//! stacked (C×Y×X, Z×C×Y×X).
+//!
 //! ```no_run
 //! use cellpose::{Model, Params, Segmenter, ImageView};
 //! let model = Model::load("models/nuclei_light_int8.onnx")?;

@@ -125,7 +125,11 @@ fn meta_str(meta: &[(String, String)], key: &str) -> Option<String> {
 }
 
 impl Model {
-    /// Loads a model file.
+    /// Loads a model file (ONNX, as `python -m models.export` writes it; int8 or f32).
+    ///
+    /// # Errors
+    /// [`ModelError::Io`] when the file cannot be read; otherwise as
+    /// [`from_bytes`](Self::from_bytes).
     pub fn load(path: impl AsRef<Path>) -> Result<Model, ModelError> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
@@ -136,6 +140,13 @@ impl Model {
     }
 
     /// Loads a model from the bytes of an ONNX file held in memory.
+    ///
+    /// # Errors
+    /// [`ModelError`]: the bytes are not an ONNX model tract can analyse (`Parse`,
+    /// `Optimise`; a panic inside tract's analysis becomes one of these), the network is
+    /// not a CPnet (one 2-channel input, the flows and style outputs:
+    /// `InputCount`…`OutputShape`), or its metadata (diameters, size model, int8 scales)
+    /// are missing or out of range (`Metadata`).
     pub fn from_bytes(bytes: &[u8]) -> Result<Model, ModelError> {
         let onnx = tract_onnx::onnx();
         let mut reader = bytes;

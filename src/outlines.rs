@@ -66,7 +66,7 @@ fn first_pixels(labels: &[u32]) -> Vec<Option<usize>> {
 /// Polygons through pixel corners enclosing each label (see the module docs), by label.
 /// `labels` is `height × width`, row-major; corners are `(x, y)` with `0 ≤ x ≤ width`,
 /// `0 ≤ y ≤ height`. Only corners where the boundary turns are kept.
-pub fn outline_polygons(labels: &[u32], width: usize, height: usize) -> Vec<Outline> {
+pub fn outline_polygons(labels: &[u32], height: usize, width: usize) -> Vec<Outline> {
     let grid = Grid::new(labels, width, height);
     let inside = |l: u32, x: i64, y: i64| grid.is(l, x, y);
     // Directions right, down, left, up (y down); the pixels ahead of a corner (x, y) on the
@@ -113,7 +113,7 @@ pub fn outline_polygons(labels: &[u32], width: usize, height: usize) -> Vec<Outl
 /// The boundary pixels of each label in order (see the module docs), by label: Moore
 /// neighbour tracing from the label's first pixel in raster order, listed
 /// counter-clockwise on screen as OpenCV lists them.
-pub fn outline_pixels(labels: &[u32], width: usize, height: usize) -> Vec<Outline> {
+pub fn outline_pixels(labels: &[u32], height: usize, width: usize) -> Vec<Outline> {
     let grid = Grid::new(labels, width, height);
     let inside = |l: u32, x: i64, y: i64| grid.is(l, x, y);
     // The 8 neighbours clockwise from west (y down): W, NW, N, NE, E, SE, S, SW.
@@ -214,7 +214,7 @@ mod tests {
     #[test]
     fn polygons_enclose_exactly_each_labels_pixels() {
         let (labels, w, h) = shapes();
-        let polys = outline_polygons(&labels, w, h);
+        let polys = outline_polygons(&labels, h, w);
         assert_eq!(
             polys.iter().map(|p| p.label).collect::<Vec<_>>(),
             vec![1, 2, 3, 4, 5, 6]
@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn boundary_pixels_go_round_each_label_once() {
         let (labels, w, h) = shapes();
-        let outlines = outline_pixels(&labels, w, h);
+        let outlines = outline_pixels(&labels, h, w);
         // The 3×3 square: its 8 border pixels, counter-clockwise from the top-left.
         assert_eq!(
             outlines[0].points,

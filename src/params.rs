@@ -124,6 +124,11 @@ fn check(
 
 impl Params {
     /// Rejects values the pipeline cannot honour, with the name of the offending field.
+    ///
+    /// # Errors
+    /// [`ParamsError::OutOfRange`] naming the first field outside its range (a diameter
+    /// that is not finite and positive, thresholds, sizes, percentiles, tile overlap,
+    /// batch size).
     pub fn validate(&self) -> Result<(), ParamsError> {
         if let Diameter::Pixels(d) = self.diameter {
             check(

@@ -189,6 +189,10 @@ pub(crate) fn normalize_stack(
 /// planes as the reference `transforms.reshape` does for `channels = [c0, c1]`:
 /// `c0 = 0` averages all colours into channel 0 (grayscale), `c0 = 1..=nch` takes that
 /// colour; `c1 = 1..=nch` takes a nucleus colour into channel 1, `c1 = 0` leaves it empty.
+/// `out` holds the two planes, `2 × npix`.
+///
+/// # Errors
+/// [`crate::ParamsError::OutOfRange`] for a channel choice beyond the image's colours.
 pub fn reduce_channels(
     interleaved: &[f32],
     nch: usize,

@@ -62,6 +62,10 @@ pub struct Segmenter {
 
 impl Segmenter {
     /// A segmenter with validated parameters, running the network on one thread.
+    ///
+    /// # Errors
+    /// [`Error::Params`] as [`Params::validate`], or [`ParamsError::NoSizeModel`] for
+    /// [`Diameter::Auto`] with a model that has no size model.
     pub fn new(model: Model, params: Params) -> Result<Segmenter, Error> {
         check(&model, &params)?;
         Ok(Segmenter {
@@ -75,6 +79,9 @@ impl Segmenter {
 
     /// Runs the network's matrix products and the dynamics on `threads` threads (a pool
     /// owned by this segmenter). Results are identical for every thread count.
+    ///
+    /// # Errors
+    /// [`Error::Params`] for 0 or more than 256 threads.
     pub fn with_threads(mut self, threads: usize) -> Result<Segmenter, Error> {
         if threads == 0 || threads > 256 {
             return Err(ParamsError::OutOfRange {
@@ -95,6 +102,9 @@ impl Segmenter {
     }
 
     /// Replaces the parameters (validated first; the old ones stay on error).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
     pub fn set_params(&mut self, params: Params) -> Result<(), Error> {
         check(&self.model, &params)?;
         self.params = params;
@@ -106,6 +116,9 @@ impl Segmenter {
     }
 
     /// Segments one frame into a new [`Segmentation`].
+    ///
+    /// # Errors
+    /// As [`segment_into`](Self::segment_into).
     pub fn segment(&mut self, image: &ImageView) -> Result<Segmentation, Error> {
         let mut out = Segmentation::default();
         self.segment_into(image, &mut out)?;
@@ -235,8 +248,8 @@ impl Segmenter {
             ws.masks.raw_labels_in_place(
                 &mut out.flows,
                 &out.cell_prob,
-                w,
                 h,
+                w,
                 params,
                 niter,
                 interp,
@@ -253,8 +266,8 @@ impl Segmenter {
             ws.masks.raw_labels_in_place(
                 flows,
                 prob,
-                rw,
                 rh,
+                rw,
                 params,
                 niter,
                 interp,

@@ -45,6 +45,10 @@ impl SizeModel {
     }
 
     /// Reads the size model from metadata; `Ok(None)` when the file has none.
+    ///
+    /// # Errors
+    /// [`ModelError::Metadata`] when its values are missing, unparsable, not finite, or of
+    /// a length other than the style's.
     pub fn from_metadata(
         meta: &[(String, String)],
         diam_mean: f32,

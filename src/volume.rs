@@ -211,6 +211,9 @@ pub struct VolumeSegmenter {
 
 impl VolumeSegmenter {
     /// A segmenter with validated parameters, running on one thread.
+    ///
+    /// # Errors
+    /// [`Error::Params`] as [`VolumeParams::validate`] and [`Segmenter::new`].
     pub fn new(model: Model, params: VolumeParams) -> Result<VolumeSegmenter, Error> {
         params.validate()?;
         let planes = Segmenter::new(model.clone(), params.params.clone())?;
@@ -228,6 +231,9 @@ impl VolumeSegmenter {
 
     /// Runs the network and the dynamics on `threads` threads. Labels are identical for
     /// every thread count.
+    ///
+    /// # Errors
+    /// [`Error::Params`] for 0 or more than 256 threads.
     pub fn with_threads(mut self, threads: usize) -> Result<VolumeSegmenter, Error> {
         self.planes = self.planes.with_threads(threads)?;
         self.threads = threads;
@@ -242,6 +248,9 @@ impl VolumeSegmenter {
     }
 
     /// Replaces the parameters (validated first; the old ones stay on error).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
     pub fn set_params(&mut self, params: VolumeParams) -> Result<(), Error> {
         params.validate()?;
         self.planes.set_params(params.params.clone())?;
@@ -340,7 +349,7 @@ impl VolumeSegmenter {
                 let plane = h * w;
                 let z = d / 2;
                 let frame =
-                    ImageView::planar_f32(w, h, nc, &stack[z * nc * plane..(z + 1) * nc * plane])?;
+                    ImageView::planar_f32(nc, h, w, &stack[z * nc * plane..(z + 1) * nc * plane])?;
                 let mut p = self.params.params.clone();
                 p.normalize = false; // the stack is normalised already
                 let mut est = Segmentation::default();
@@ -354,6 +363,9 @@ impl VolumeSegmenter {
     /// [`segment`](Self::segment) follows in [`VolumeMode::Flows3d`] (reference `_run_net` with
     /// `do_3D=True`). At the volume's size unless `params.resample` is off, in which case
     /// at the network's (rescaled) size.
+    ///
+    /// # Errors
+    /// As [`segment`](Self::segment).
     pub fn flows_3d(&mut self, volume: &VolumeView) -> Result<VolumeFlows, Error> {
         let (d, h, w, nc) = volume.shape();
         let (stack, diameter) = self.prepared_stack(volume)?;
@@ -571,7 +583,7 @@ impl VolumeSegmenter {
         let mut seg = Segmentation::default();
         for z in 0..d {
             let frame =
-                ImageView::planar_f32(w, h, nc, &stack[z * nc * plane..(z + 1) * nc * plane])?;
+                ImageView::planar_f32(nc, h, w, &stack[z * nc * plane..(z + 1) * nc * plane])?;
             self.planes.segment_with(&frame, &p, &mut seg)?;
             out.labels[z * plane..(z + 1) * plane].copy_from_slice(&seg.labels);
         }

@@ -40,7 +40,7 @@ fn labels(model_file: &str) -> Vec<u32> {
         .unwrap()
         .with_threads(2)
         .unwrap();
-    let view = ImageView::planar_f32(SIDE, SIDE, 1, &crop).unwrap();
+    let view = ImageView::planar_f32(1, SIDE, SIDE, &crop).unwrap();
     seg.segment(&view).unwrap().labels
 }
 

@@ -17,7 +17,7 @@ fn segment(model: &Model, name: &str, threads: usize) -> Segmentation {
         .unwrap()
         .with_threads(threads)
         .unwrap();
-    seg.segment(&ImageView::planar_f32(w, h, 1, &img).unwrap())
+    seg.segment(&ImageView::planar_f32(1, h, w, &img).unwrap())
         .unwrap()
 }
 

@@ -59,8 +59,8 @@ fn masks_from_reference_flows_match_the_reference_masks() {
         let n = MaskFormation::new().labels(
             &f.net[..2 * npix],
             &f.net[2 * npix..],
-            f.width,
             f.height,
+            f.width,
             &Params::default(),
             f.niter,
             1,
@@ -90,7 +90,7 @@ fn full_pipeline_on_the_image_agrees_with_the_reference() {
         let (w, h, img) = common::sample_gray(name);
         assert_eq!((w, h), (f.width, f.height));
         let s = seg
-            .segment(&ImageView::planar_f32(w, h, 1, &img).unwrap())
+            .segment(&ImageView::planar_f32(1, h, w, &img).unwrap())
             .unwrap();
         let npix = w * h;
         let max_flow_diff = s

@@ -12,7 +12,7 @@ fn segment(name: &str, params: Params, threads: usize) -> (cellpose::Segmentatio
         .unwrap()
         .with_threads(threads)
         .unwrap();
-    let view = ImageView::planar_f32(w, h, 1, &img).unwrap();
+    let view = ImageView::planar_f32(1, h, w, &img).unwrap();
     (seg.segment(&view).unwrap(), common::sample_labels(name))
 }
 
@@ -103,7 +103,7 @@ fn shipped_cyto_model_segments_whole_cells_in_phase_contrast() {
     .with_threads(2)
     .unwrap();
     let s = seg
-        .segment(&ImageView::gray_u16(p.width, p.height, &p.data).unwrap())
+        .segment(&ImageView::gray_u16(p.height, p.width, &p.data).unwrap())
         .unwrap();
     let ap = average_precision(&truth, &s.labels, &[0.5, 0.75]);
     eprintln!(

@@ -404,7 +404,7 @@ fn a_volume_of_one_plane_segmented_per_plane_or_stitched_gives_the_2d_result() {
         };
         let flat = Segmenter::new(model.clone(), params.clone())
             .unwrap()
-            .segment(&ImageView::gray_u8(w, h, &px).unwrap())
+            .segment(&ImageView::gray_u8(h, w, &px).unwrap())
             .unwrap();
         assert!(flat.n_objects > 5, "{diameter:?}: {}", flat.n_objects);
         for mode in [VolumeMode::Planes, VolumeMode::stitched()] {

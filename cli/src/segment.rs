@@ -285,9 +285,9 @@ fn segment_file(
         let (planes, nplanes) = reduce(&frame, args.channels).map_err(in_frame)?;
         let npix = frame.width * frame.height;
         let view = ImageView::planar_f32(
-            frame.width,
-            frame.height,
             nplanes,
+            frame.height,
+            frame.width,
             &planes[..nplanes * npix],
         )
         .map_err(|e| in_frame(e.into()))?;
@@ -320,11 +320,11 @@ fn segment_file(
             csv.write_frame(i + 1, &summaries)?;
         }
         if let Some(rois) = &mut rois {
-            let polygons = outlines::outline_polygons(&s.labels, s.width, s.height);
+            let polygons = outlines::outline_polygons(&s.labels, s.height, s.width);
             rois.add(&polygons, (n > 1).then_some(i + 1))?;
         }
         if args.save_outlines_txt {
-            let pixels = outlines::outline_pixels(&s.labels, s.width, s.height);
+            let pixels = outlines::outline_pixels(&s.labels, s.height, s.width);
             let p = output_path(&dir, stem, "cp_outlines.txt", frame_tag);
             write_text(&p, &outlines_text(&pixels))?;
         }

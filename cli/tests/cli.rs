@@ -1839,7 +1839,7 @@ fn outline_pixels_are_the_references_outlines_list() {
     .unwrap();
     let (w, h, _, px) = read_png(&data("dsb_00071198d059ba7f_masks.png"));
     let labels: Vec<u32> = px.into_iter().map(u32::from).collect();
-    let ours = cellpose::outlines::outline_pixels(&labels, w, h);
+    let ours = cellpose::outlines::outline_pixels(&labels, h, w);
     let want: Vec<&str> = want.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(ours.len(), want.len());
     for (o, line) in ours.iter().zip(want) {

@@ -107,8 +107,8 @@ pub(crate) unsafe fn view<'a>(frame: *const cp_frame) -> Result<ImageView<'a>, F
     let data = unsafe { std::slice::from_raw_parts(f.data as *const u8, f.data_len) };
     Ok(ImageView::new(
         data,
-        f.width as usize,
         f.height as usize,
+        f.width as usize,
         f.channels as usize,
         pixel,
         layout,

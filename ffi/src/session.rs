@@ -279,8 +279,8 @@ pub unsafe extern "C" fn cp_session_prepare(
         let blank = vec![0u8; n];
         let view = cellpose::ImageView::new(
             &blank,
-            w,
             h,
+            w,
             c,
             cellpose::PixelType::U8,
             cellpose::ChannelLayout::Planar,

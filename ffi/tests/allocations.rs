@@ -136,7 +136,7 @@ fn through_core(frames: &[(u32, u32, Vec<u8>)]) -> Vec<(u64, u64)> {
     let mut out = cellpose::Segmentation::default();
     let mut counts = Vec::new();
     for (w, h, px) in frames {
-        let view = cellpose::ImageView::gray_u8(*w as usize, *h as usize, px).unwrap();
+        let view = cellpose::ImageView::gray_u8(*h as usize, *w as usize, px).unwrap();
         let (n, bytes, r) = count(|| seg.segment_into(&view, &mut out));
         r.unwrap();
         counts.push((n, bytes));

@@ -56,7 +56,7 @@ fuzz_target!(|input: Input| {
     let mut buf = vec![0u32; input.samples.len().div_ceil(4)];
     bytemuck_fill(&mut buf, &input.samples);
     let bytes: &[u8] = &bytes_of(&buf)[..input.samples.len()];
-    let Ok(frame) = ImageView::new(bytes, w, h, c, pixel, layout, stride) else {
+    let Ok(frame) = ImageView::new(bytes, h, w, c, pixel, layout, stride) else {
         return;
     };
     if w.max(h) > common::MAX_SEGMENTED_SIDE {

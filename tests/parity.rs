@@ -74,9 +74,11 @@ fn masks_from_reference_flows_match_the_reference_masks() {
         );
         assert_eq!(nours, n as usize);
         assert!(ap >= 0.95, "{name}: only {ap:.3} of masks agree at IoU 0.9");
+        // What the README claims: every pixel carries the reference's label (the dynamics
+        // and the flow check compute in the reference's order, on every instruction set).
         assert!(
-            same >= 0.995,
-            "{name}: only {same:.4} of pixels carry the same label"
+            labels == f.masks,
+            "{name}: only {same:.5} of pixels carry the reference's label"
         );
     }
 }
@@ -103,8 +105,10 @@ fn full_pipeline_on_the_image_agrees_with_the_reference() {
         eprintln!(
             "{name}: ours {nours} objects, reference {nref}; max |Δflow| {max_flow_diff:.2e}; matched at IoU 0.5: {ap:.4}"
         );
+        // The README's claim: within 1e-3 (the sum order of the convolutions differs from
+        // PyTorch's and between instruction sets; 2–4e-5 measured on AVX-512).
         assert!(
-            max_flow_diff < 1e-2,
+            max_flow_diff < 1e-3,
             "{name}: network flows differ from the reference by {max_flow_diff}"
         );
         assert!(ap >= 0.95, "{name}: only {ap:.3} of masks agree at IoU 0.5");

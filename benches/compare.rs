@@ -7,10 +7,10 @@
 //!   median of `--repeats` after one warm-up frame; with `--dump-flows DIR` also writes the
 //!   flows of each image for the reference dynamics and times `MaskFormation::labels` on them.
 //! - `scale`: the same on the `side` crops, for `--threads`.
-//! - `network`: the network alone on `--batch`×2×`--side`×`--side` (`network::time_plan`);
+//! - `network`: the network alone on `--batch`×2×`--side`×`--side` (`cellpose::bench::time_plan`);
 //!   `--convolution tract` runs tract's own convolution instead of ours (engine `tract-conv`).
 //! - `conv`: our 3×3 convolution alone on the U-Net's layer shapes (16 channels at 224 px …
-//!   128 at 28 px), f32 and int8 (`network::time_convolution`), with its GFLOP/s.
+//!   128 at 28 px), f32 and int8 (`cellpose::bench::time_convolution`), with its GFLOP/s.
 //! - `flows`: flows of `--model` against `--baseline` on real images (int8 accuracy).
 //! - `loop`: `--frames` frames of one image through one session: median and p99 latency,
 //!   heap allocations per frame after warm-up (counting allocator), peak RSS (VmHWM).
@@ -34,7 +34,7 @@ struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
-/// The part of ALLOCS made while tract ran the network (`network::runs_in_progress`).
+/// The part of ALLOCS made while tract ran the network (`cellpose::bench::runs_in_progress`).
 static NETWORK_ALLOCS: AtomicU64 = AtomicU64::new(0);
 
 fn count_alloc(size: usize) {

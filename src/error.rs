@@ -73,9 +73,13 @@ pub enum ParamsError {
 #[derive(Debug, Error, PartialEq, Clone)]
 #[non_exhaustive]
 pub enum ImageError {
-    #[error("image size {width}×{height} is invalid: both sides must be at least 1")]
+    #[error(
+        "image of {height}×{width} pixels (height × width) is invalid: both sides must be at least 1"
+    )]
     Empty { width: usize, height: usize },
-    #[error("image size {width}×{height} is too large (limit {limit} pixels per side)")]
+    #[error(
+        "image of {height}×{width} pixels (height × width) is too large (limit {limit} pixels per side)"
+    )]
     TooLarge {
         width: usize,
         height: usize,
@@ -94,9 +98,12 @@ pub enum ImageError {
     },
     #[error("pixel buffer has {found} bytes, the image needs {needed}")]
     BufferTooSmall { needed: usize, found: usize },
+    /// A stack with no planes, or more than the library's side limit.
+    #[error("stack of {depth} planes is invalid: 1 to {limit} planes")]
+    Depth { depth: usize, limit: usize },
     #[error("pixel buffer is not aligned for {pixel} samples")]
     Misaligned { pixel: &'static str },
-    #[error("size arithmetic overflows for a {width}×{height} image")]
+    #[error("size arithmetic overflows for an image of {height}×{width} pixels (height × width)")]
     Overflow { width: usize, height: usize },
     #[error("pixel value is not finite (NaN or infinity) in an f32 image")]
     NotFinite,

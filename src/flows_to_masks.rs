@@ -201,8 +201,8 @@ impl MaskFormation {
         }
     }
 
-    /// Median object diameter of labels made by this stage ([`objects::median_diameter`]),
-    /// with this stage's buffers.
+    /// Median object diameter of labels made by this stage (the diameter of a circle of each
+    /// mask's area, median over masks), with this stage's buffers.
     pub fn median_diameter(&mut self, labels: &[u32]) -> f32 {
         let bound = self.label_bound.max(masks::max_labels(labels.len())) + 1;
         reserve_total(&mut self.diameter_counts, bound);
@@ -282,8 +282,8 @@ impl MaskFormation {
 }
 /// Labels from 3D network outputs (reference `dynamics.compute_masks` with `do_3D=True`, which
 /// has no flow-error check): voxels whose cell probability exceeds `cellprob_threshold`
-/// follow the flows for `niter` steps ([`dynamics::follow_flows_3d`]) and are labelled by
-/// their sinks ([`masks::labels_from_positions_3d`]). `field` is `[dZ, dY, dX, cell
+/// follow the flows for `niter` steps ([`crate::dynamics::follow_flows_3d`]) and are labelled by
+/// their sinks (`masks::labels_from_positions_3d`). `field` is `[dZ, dY, dX, cell
 /// probability]`, `4 × depth × height × width`, as the network sums them; its flow planes are
 /// overwritten. Runs on the current rayon pool. Returns the number of labels (before hole
 /// filling and size filtering).

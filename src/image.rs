@@ -239,7 +239,7 @@ impl<'a> ImageView<'a> {
 /// Voxels are indexed with u32 in the dynamics and labels.
 const MAX_VOXELS: u64 = u32::MAX as u64;
 
-/// A borrowed z-stack: `depth` frames of `width × height`, one or two channels, u8/u16/f32.
+/// A borrowed z-stack: `depth` frames of `height × width`, one or two channels, u8/u16/f32.
 /// Each plane is an [`ImageView`] (any channel layout and row stride) and plane `z` starts
 /// `z * plane_stride` bytes into the data.
 #[derive(Debug, Clone, Copy)]
@@ -273,16 +273,9 @@ impl<'a> VolumeView<'a> {
         row_stride: usize,
         plane_stride: usize,
     ) -> Result<Self, ImageError> {
-        if depth == 0 {
-            return Err(ImageError::Empty {
-                width,
-                height: depth,
-            });
-        }
-        if depth > MAX_SIDE {
-            return Err(ImageError::TooLarge {
-                width,
-                height: depth,
+        if depth == 0 || depth > MAX_SIDE {
+            return Err(ImageError::Depth {
+                depth,
                 limit: MAX_SIDE,
             });
         }

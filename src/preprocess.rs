@@ -262,16 +262,16 @@ pub fn linear_coeffs(src: usize, dst: usize, idx: &mut Vec<usize>, w: &mut Vec<f
     }
 }
 
-/// Bilinear resize of one plane (`src_w × src_h` → `dst_w × dst_h`), horizontal pass then
+/// Bilinear resize of one plane (`src_h × src_w` → `dst_h × dst_w`, rows × columns), horizontal pass then
 /// vertical pass in f32, as OpenCV does for float images.
 #[allow(clippy::too_many_arguments)]
 pub fn resize_plane(
     src: &[f32],
-    src_w: usize,
     src_h: usize,
+    src_w: usize,
     dst: &mut [f32],
-    dst_w: usize,
     dst_h: usize,
+    dst_w: usize,
     scratch: &mut ResizeScratch,
 ) {
     let ResizeScratch {
@@ -320,11 +320,11 @@ pub struct ResizeScratch {
 /// `floor(d * src / dst)`).
 pub fn resize_labels_nearest(
     src: &[u32],
-    src_w: usize,
     src_h: usize,
+    src_w: usize,
     dst: &mut [u32],
-    dst_w: usize,
     dst_h: usize,
+    dst_w: usize,
 ) {
     let (sx, sy) = (src_w as f64 / dst_w as f64, src_h as f64 / dst_h as f64);
     for y in 0..dst_h {
@@ -360,11 +360,11 @@ pub(crate) fn resize_stack(
         for z in 0..fd {
             resize_plane(
                 &src[src_at(z)..src_at(z) + fp],
-                fw,
                 fh,
+                fw,
                 &mut xy[z * tp..(z + 1) * tp],
-                tw,
                 th,
+                tw,
                 scratch,
             );
         }
@@ -402,11 +402,11 @@ pub(crate) fn resize_labels_volume(src: &[u32], from: [usize; 3], dst: &mut [u32
     for z in 0..fd {
         resize_labels_nearest(
             &src[z * fh * fw..(z + 1) * fh * fw],
-            fw,
             fh,
+            fw,
             &mut xy[z * th * tw..(z + 1) * th * tw],
-            tw,
             th,
+            tw,
         );
     }
     let sz = fd as f64 / td as f64;
@@ -462,11 +462,11 @@ mod tests {
         let src: Vec<f32> = (0..12).map(|i| i as f32).collect();
         let mut dst = vec![0.0; 12];
         let mut s = ResizeScratch::default();
-        resize_plane(&src, 4, 3, &mut dst, 4, 3, &mut s);
+        resize_plane(&src, 3, 4, &mut dst, 3, 4, &mut s);
         assert_eq!(src, dst);
         // cv2.resize(np.array([[0, 1]], np.float32), (4, 1)) == [0, 0.25, 0.75, 1]
         let mut up = vec![0.0; 4];
-        resize_plane(&[0.0, 1.0], 2, 1, &mut up, 4, 1, &mut s);
+        resize_plane(&[0.0, 1.0], 1, 2, &mut up, 1, 4, &mut s);
         assert_eq!(up, vec![0.0, 0.25, 0.75, 1.0]);
     }
 

@@ -52,8 +52,8 @@ fn display_plane(plane: &[f32], width: usize, scratch: &mut Vec<f32>) -> Vec<u8>
 }
 
 /// The image as RGB for display. `planes` holds the channel to segment, then optionally a
-/// nucleus plane (raw intensities, `width × height` each). `channels` is the channel choice
-/// the planes were made with (see [`crate::preprocess::reduce_channels`]): with
+/// nucleus plane (raw intensities, `height × width` each). `channels` is the channel choice
+/// the planes were made with (see [`crate::reduce_channels`]): with
 /// `channels[0] == 0` or a single plane the image is gray; otherwise each plane is shown in
 /// the colour it came from (1 red, 2 green, 3 blue).
 pub fn image_to_rgb(planes: &[&[f32]], width: usize, channels: [usize; 2], out: &mut [u8]) {

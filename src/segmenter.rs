@@ -129,7 +129,7 @@ impl Segmenter {
     ///
     /// # Errors
     /// [`Error::Image`] for samples that are not finite; [`Error::Params`] when the
-    /// diameter rescales the frame below one pixel; [`Error::Network`] when the network fails.
+    /// diameter rescales the frame below one pixel; [`Error::Model`] ([`ModelError::Run`](crate::ModelError::Run)) when the network fails.
     pub fn segment_into(&mut self, image: &ImageView, out: &mut Segmentation) -> Result<(), Error> {
         // Params hold no heap data: the copy keeps a steady-state frame allocation-free.
         let params = self.params.clone();
@@ -194,27 +194,27 @@ impl Segmenter {
         match params.diameter {
             Diameter::Pixels(d) => self.run_at(
                 params,
-                w,
                 h,
+                w,
                 Scale::for_diameter(diam_mean, d, niter, true),
                 interp,
                 out,
             )?,
             Diameter::ModelDefault => {
                 let scale = Scale::for_diameter(diam_mean, diam_labels, niter, true);
-                self.run_at(params, w, h, scale, interp, out)?
+                self.run_at(params, h, w, scale, interp, out)?
             }
             Diameter::Auto => {
                 // Reference SizeModel.eval: style at scale 1 → regression estimate → one
                 // segmentation at that scale (no resampling, no interpolation) → median
                 // diameter of its masks.
-                self.run_network(params, w, h, Scale::with_rescale(1.0, niter, false), out)?;
+                self.run_network(params, h, w, Scale::with_rescale(1.0, niter, false), out)?;
                 let d_style = match &self.model.info().size_model {
                     Some(sm) => sm.estimate(&out.style),
                     None => return Err(ParamsError::NoSizeModel.into()),
                 };
                 let first = Scale::for_diameter(diam_mean, d_style, niter, false);
-                self.run_at(params, w, h, first, false, out)?;
+                self.run_at(params, h, w, first, false, out)?;
                 let d = self.ws.masks.median_diameter(&out.labels);
                 let d = if d > 0.0 && d.is_finite() {
                     d
@@ -223,7 +223,7 @@ impl Segmenter {
                 };
                 log::debug!("auto diameter: style {d_style:.2} px, refined {d:.2} px");
                 let scale = Scale::for_diameter(diam_mean, d, niter, true);
-                self.run_at(params, w, h, scale, interp, out)?;
+                self.run_at(params, h, w, scale, interp, out)?;
             }
         }
         Ok(())
@@ -233,13 +233,13 @@ impl Segmenter {
     fn run_at(
         &mut self,
         params: &Params,
-        w: usize,
         h: usize,
+        w: usize,
         scale: Scale,
         interp: bool,
         out: &mut Segmentation,
     ) -> Result<(), Error> {
-        let (rw, rh) = self.run_network(params, w, h, scale, out)?;
+        let (rh, rw) = self.run_network(params, h, w, scale, out)?;
         let niter = scale.niter;
         let ws = &mut self.ws;
         if scale.resample || (rw, rh) == (w, h) {
@@ -256,7 +256,7 @@ impl Segmenter {
                 self.threads,
                 &mut out.labels,
             );
-            image_outputs(&ws.cropped, (rw, rh), 0..2, out, &mut ws.resize);
+            image_outputs(&ws.cropped, (rh, rw), 0..2, out, &mut ws.resize);
         } else {
             // Dynamics at the network's scale, on its outputs (not needed after); labels
             // resized to the image (nearest).
@@ -275,7 +275,7 @@ impl Segmenter {
                 &mut ws.small_labels,
             );
             out.labels.resize(w * h, 0);
-            preprocess::resize_labels_nearest(&ws.small_labels, rw, rh, &mut out.labels, w, h);
+            preprocess::resize_labels_nearest(&ws.small_labels, rh, rw, &mut out.labels, h, w);
         }
         out.n_objects =
             ws.masks
@@ -291,8 +291,8 @@ impl Segmenter {
     fn run_network(
         &mut self,
         params: &Params,
-        w: usize,
         h: usize,
+        w: usize,
         scale: Scale,
         out: &mut Segmentation,
     ) -> Result<(usize, usize), Error> {
@@ -318,11 +318,11 @@ impl Segmenter {
             for c in 0..nch {
                 preprocess::resize_plane(
                     &ws.planes[c * npix..(c + 1) * npix],
-                    w,
                     h,
+                    w,
                     &mut ws.resized[c * rw * rh..(c + 1) * rw * rh],
-                    rw,
                     rh,
+                    rw,
                     &mut ws.resize,
                 );
             }
@@ -349,8 +349,8 @@ impl Segmenter {
         out.flows.resize(2 * npix, 0.0);
         out.cell_prob.resize(npix, 0.0);
         out.labels.resize(npix, 0);
-        image_outputs(&ws.cropped, (rw, rh), 0..OUT_CHANNELS, out, &mut ws.resize);
-        Ok((rw, rh))
+        image_outputs(&ws.cropped, (rh, rw), 0..OUT_CHANNELS, out, &mut ws.resize);
+        Ok((rh, rw))
     }
 }
 
@@ -368,7 +368,7 @@ fn check(model: &Model, params: &Params) -> Result<(), Error> {
 /// resized when the network ran at another scale.
 fn image_outputs(
     cropped: &[f32],
-    (rw, rh): (usize, usize),
+    (rh, rw): (usize, usize),
     channels: std::ops::Range<usize>,
     out: &mut Segmentation,
     resize: &mut ResizeScratch,
@@ -383,7 +383,7 @@ fn image_outputs(
         };
         let src = &cropped[c * rnp..(c + 1) * rnp];
         if (rw, rh) != (w, h) {
-            preprocess::resize_plane(src, rw, rh, dst, w, h, resize);
+            preprocess::resize_plane(src, rh, rw, dst, h, w, resize);
         } else {
             dst.copy_from_slice(src);
         }

@@ -267,7 +267,7 @@ impl VolumeSegmenter {
     /// # Errors
     /// [`Error::Image`] for samples that are not finite or (3D flows) a grid under two
     /// voxels a side; [`Error::Params`] when the diameter and anisotropy rescale a side
-    /// below two voxels; [`Error::Network`] when the network fails.
+    /// below two voxels; [`Error::Model`] ([`ModelError::Run`](crate::ModelError::Run)) when the network fails.
     pub fn segment(&mut self, volume: &VolumeView) -> Result<VolumeSegmentation, Error> {
         let (d, h, w) = (volume.depth(), volume.height(), volume.width());
         let mut out = VolumeSegmentation {

@@ -9,7 +9,7 @@ use cellpose::ShippedModel;
 pub const MODEL_ENV: &str = "CELLPOSE_MODEL";
 
 /// The model file to use. `given` is `--model`: a shipped model's name selects that model
-/// (found as `cellpose::shipped` describes; a file literally called `cyto` is given as
+/// (found as `cellpose::ShippedModel` describes; a file literally called `cyto` is given as
 /// `./cyto`), anything else is a file. Without it, `$CELLPOSE_MODEL` the same way, then the
 /// shipped nuclei model. The error says what was tried.
 pub fn resolve(given: Option<&Path>) -> Result<PathBuf, String> {

@@ -107,7 +107,9 @@ fn image_status(e: &cellpose::ImageError) -> cp_status {
     match e {
         E::BufferTooSmall { .. } => CP_ERR_BUFFER_TOO_SMALL,
         E::Overflow { .. } => CP_ERR_OVERFLOW,
-        E::Empty { .. } | E::Misaligned { .. } => CP_ERR_INVALID_ARGUMENT,
+        E::Empty { .. } | E::Depth { depth: 0, .. } | E::Misaligned { .. } => {
+            CP_ERR_INVALID_ARGUMENT
+        }
         _ => CP_ERR_IMAGE,
     }
 }

@@ -110,32 +110,35 @@ pub(crate) fn normalize_planes(
     let [d, h, w] = shape;
     let plane = h * w;
     let planes = || (0..d).map(|z| plane_at(z)..plane_at(z) + plane);
-    let (mn, mx) = planes()
-        .flat_map(|r| &x[r])
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-            (a.min(v), b.max(v))
-        });
+    let (mn, mx, whole) = planes().flat_map(|r| &x[r]).fold(
+        (f32::INFINITY, f32::NEG_INFINITY, true),
+        |(a, b, whole), &v| (a.min(v), b.max(v), whole && v.fract() == 0.0),
+    );
     // A constant channel, or one holding NaN, is left as it is.
     if mx - mn <= 0.0 || (mx - mn).is_nan() {
         return Normalization::Constant;
     }
     scratch.clear();
-    if d * plane > PERCENTILE_FULL_LIMIT {
-        let sz = (d / PERCENTILE_PLANES).max(1);
-        let (sy, sx) = ((h / PERCENTILE_SIDE).max(1), (w / PERCENTILE_SIDE).max(1));
-        for z in (0..d).step_by(sz) {
-            let p0 = plane_at(z);
-            for y in (0..h).step_by(sy) {
-                scratch.extend(x[p0 + y * w..p0 + (y + 1) * w].iter().step_by(sx));
+    let (x01, x99) =
+        if d * plane <= PERCENTILE_FULL_LIMIT && whole && mn >= 0.0 && mx < HISTOGRAM_BINS as f32 {
+            // Whole numbers in 0..65536 (every u8 and u16 frame as read): the same order
+            // statistics from a histogram of 256 kB instead of a copy of every sample (16 MB for
+            // a 2048² frame, held by the workspace from frame to frame).
+            scratch.resize(HISTOGRAM_BINS, 0.0);
+            let hist: &mut [u32] = bytemuck::cast_slice_mut(&mut scratch[..]);
+            for r in planes() {
+                for &v in &x[r] {
+                    hist[v as usize] += 1;
+                }
             }
-        }
-    } else {
-        for r in planes() {
-            scratch.extend_from_slice(&x[r]);
-        }
-    }
-    let x01 = percentile(scratch, lower as f64);
-    let x99 = percentile(scratch, upper as f64);
+            let n = d * plane;
+            (
+                percentile_of_histogram(hist, n, lower as f64),
+                percentile_of_histogram(hist, n, upper as f64),
+            )
+        } else {
+            sampled_percentiles(x, shape, &plane_at, (lower, upper), scratch)
+        };
     let (hi, how) = if x99 - x01 > MIN_SPREAD {
         (x99, Normalization::Percentiles)
     } else if narrow == NarrowSpread::LowerToMax {
@@ -153,6 +156,74 @@ pub(crate) fn normalize_planes(
         }
     }
     how
+}
+
+/// The `lower` and `upper` percentiles of the planes, from a copy of their samples (a
+/// strided subsample above 224³ samples, as the reference takes it) in `scratch`.
+fn sampled_percentiles(
+    x: &[f32],
+    [d, h, w]: [usize; 3],
+    plane_at: impl Fn(usize) -> usize,
+    (lower, upper): (f32, f32),
+    scratch: &mut Vec<f32>,
+) -> (f64, f64) {
+    let plane = h * w;
+    scratch.clear();
+    if d * plane > PERCENTILE_FULL_LIMIT {
+        let sz = (d / PERCENTILE_PLANES).max(1);
+        let (sy, sx) = ((h / PERCENTILE_SIDE).max(1), (w / PERCENTILE_SIDE).max(1));
+        for z in (0..d).step_by(sz) {
+            let p0 = plane_at(z);
+            for y in (0..h).step_by(sy) {
+                scratch.extend(x[p0 + y * w..p0 + (y + 1) * w].iter().step_by(sx));
+            }
+        }
+    } else {
+        for z in 0..d {
+            scratch.extend_from_slice(&x[plane_at(z)..plane_at(z) + plane]);
+        }
+    }
+    (
+        percentile(scratch, lower as f64),
+        percentile(scratch, upper as f64),
+    )
+}
+
+/// Bins of the histogram [`normalize_planes`] reads the percentiles of whole-number samples
+/// from: every u16 value.
+const HISTOGRAM_BINS: usize = 1 << 16;
+
+/// The `p`-th percentile (0..=100) of `n` samples counted in `hist` (bin `v` holds the
+/// samples of value `v`), with numpy's linear interpolation: the same value as
+/// [`percentile`] on the samples themselves.
+fn percentile_of_histogram(hist: &[u32], n: usize, p: f64) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    let pos = p / 100.0 * (n - 1) as f64;
+    let lo = pos.floor() as usize;
+    let frac = pos - lo as f64;
+    // The k-th smallest sample (0-based): the first bin whose running count passes k.
+    let order_statistic = |k: usize| {
+        let mut seen = 0usize;
+        for (v, &c) in hist.iter().enumerate() {
+            seen += c as usize;
+            if seen > k {
+                return v as f64;
+            }
+        }
+        (hist.len() - 1) as f64
+    };
+    let v_lo = order_statistic(lo);
+    if frac == 0.0 || lo + 1 >= n {
+        return v_lo;
+    }
+    let v_hi = order_statistic(lo + 1);
+    if frac < 0.5 {
+        v_lo + (v_hi - v_lo) * frac
+    } else {
+        v_hi - (v_hi - v_lo) * (1.0 - frac)
+    }
 }
 
 /// Normalises every channel of a Z×C×Y×X stack (a frame: Z = 1) with
@@ -444,6 +515,57 @@ mod tests {
             Normalization::Constant
         );
         assert_eq!(flat[0], 3.0);
+    }
+
+    #[test]
+    fn percentiles_of_whole_numbers_from_a_histogram_equal_those_of_the_samples() {
+        // u16-like samples (a pseudo-random walk, with repeats and gaps) and u8-like ones.
+        let mut state = 12345u64;
+        let mut next = |m: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % m
+        };
+        for (n, range) in [
+            (1usize, 10u64),
+            (2, 10),
+            (101, 256),
+            (1000, 256),
+            (4099, 65536),
+        ] {
+            let samples: Vec<f32> = (0..n).map(|_| next(range) as f32).collect();
+            let mut hist = vec![0u32; HISTOGRAM_BINS];
+            samples.iter().for_each(|&v| hist[v as usize] += 1);
+            for p in [0.0, 1.0, 2.5, 50.0, 50.5, 99.0, 99.9, 100.0] {
+                let mut copy = samples.clone();
+                let want = percentile(&mut copy, p);
+                assert_eq!(percentile_of_histogram(&hist, n, p), want, "n {n}, p {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn integer_and_fractional_frames_normalise_alike() {
+        // The histogram path (whole numbers) and the sorted copy (the same frame plus a
+        // fraction that shifts every sample alike) give the same normalised frame.
+        let frame: Vec<f32> = (0..64 * 48).map(|i| ((i * 7919) % 4001) as f32).collect();
+        let mut a = frame.clone();
+        let mut b: Vec<f32> = frame.iter().map(|v| v + 0.25).collect();
+        let mut s = Vec::new();
+        assert_eq!(
+            normalize_channel(&mut a, 64, 1.0, 99.0, &mut s),
+            Normalization::Percentiles
+        );
+        assert_eq!(
+            s.len(),
+            HISTOGRAM_BINS,
+            "the whole-number frame took the histogram"
+        );
+        normalize_channel(&mut b, 64, 1.0, 99.0, &mut s);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "{x} {y}");
+        }
     }
 
     #[test]

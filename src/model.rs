@@ -75,6 +75,58 @@ pub struct TensorDecl {
 
 type Plan = Arc<TypedRunnableModel>;
 
+/// Network plans a model keeps (each holds its intermediate tensors, 3–15 MB by tile size).
+/// A frame smaller than a tile is planned at its own size, so a stream of ever-new small
+/// sizes (automatic diameter on small frames, cropped regions) would otherwise grow a
+/// session without bound. 32 covers the sizes of the soak test (24 frames of 64–512 px).
+const MAX_PLANS: usize = 32;
+
+/// Plans by input shape `(batch, height, width)`, at most `capacity`: the least recently
+/// used goes first (a run still holding it keeps it alive until it ends).
+struct PlanCache<P> {
+    plans: HashMap<(usize, usize, usize), (P, u64)>,
+    clock: u64,
+    capacity: usize,
+}
+
+impl<P: Clone> PlanCache<P> {
+    fn new(capacity: usize) -> PlanCache<P> {
+        PlanCache {
+            plans: HashMap::new(),
+            clock: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn get(&mut self, key: &(usize, usize, usize)) -> Option<P> {
+        self.clock += 1;
+        let now = self.clock;
+        self.plans.get_mut(key).map(|(plan, used)| {
+            *used = now;
+            plan.clone()
+        })
+    }
+
+    fn insert(&mut self, key: (usize, usize, usize), plan: P) {
+        self.clock += 1;
+        self.plans.insert(key, (plan, self.clock));
+        while self.plans.len() > self.capacity {
+            let oldest = self
+                .plans
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| *k);
+            match oldest {
+                Some(k) => {
+                    log::debug!("network plan {k:?} dropped (least recently used)");
+                    self.plans.remove(&k);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
 struct Inner {
     graph: InferenceModel,
     info: ModelInfo,
@@ -82,7 +134,7 @@ struct Inner {
     /// file is an int8 model that carries them (see [`INT8_INPUT_SCALES`]).
     int8_scales: Option<HashMap<String, f32>>,
     convolution: Convolution,
-    plans: Mutex<HashMap<(usize, usize, usize), Plan>>,
+    plans: Mutex<PlanCache<Plan>>,
     /// Our convolutions with their packed weights, by ONNX node name, shared by all plans.
     packed: Mutex<HashMap<String, Arc<DirectConv>>>,
 }
@@ -228,7 +280,7 @@ impl Model {
                 info,
                 int8_scales,
                 convolution: Convolution::Auto,
-                plans: Mutex::new(HashMap::new()),
+                plans: Mutex::new(PlanCache::new(MAX_PLANS)),
                 packed: Mutex::new(HashMap::new()),
             }),
         };
@@ -297,7 +349,7 @@ impl Model {
                 info: self.inner.info.clone(),
                 int8_scales: self.inner.int8_scales.clone(),
                 convolution,
-                plans: Mutex::new(HashMap::new()),
+                plans: Mutex::new(PlanCache::new(MAX_PLANS)),
                 packed: Mutex::new(HashMap::new()),
             }),
         }
@@ -387,7 +439,7 @@ impl Model {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
         {
-            return Ok(p.clone());
+            return Ok(p);
         }
         let err = |e: TractError| ModelError::Optimise {
             height,
@@ -548,6 +600,27 @@ mod tests {
             long.starts_with(&"ab".repeat(100)) && long.ends_with("… (1800 more characters)"),
             "{long}"
         );
+    }
+
+    #[test]
+    fn the_plan_cache_keeps_its_capacity_and_drops_the_least_recently_used() {
+        let mut cache = PlanCache::new(3);
+        for side in [64, 80, 96] {
+            cache.insert((1, side, side), side);
+        }
+        // 64 is used again, so 80 is the least recently used when a fourth size comes.
+        assert_eq!(cache.get(&(1, 64, 64)), Some(64));
+        cache.insert((1, 112, 112), 112);
+        assert_eq!(cache.plans.len(), 3);
+        assert_eq!(cache.get(&(1, 80, 80)), None);
+        for side in [64, 96, 112] {
+            assert_eq!(cache.get(&(1, side, side)), Some(side), "{side}");
+        }
+        // A stream of new sizes never holds more than the capacity.
+        for side in 200..260 {
+            cache.insert((1, side, side), side);
+            assert!(cache.plans.len() <= 3);
+        }
     }
 
     #[test]

@@ -188,6 +188,17 @@ impl<'a> ImageView<'a> {
         )
     }
 
+    /// Bytes the frame spans from its first sample: the rows of every channel plane a
+    /// stride apart, the last row only its samples (what [`new`](Self::new) checked the
+    /// buffer for, so this cannot overflow).
+    fn span_bytes(&self) -> usize {
+        let (planes, per_pixel) = match self.layout {
+            ChannelLayout::Planar => (self.channels, 1),
+            ChannelLayout::Interleaved => (1, self.channels),
+        };
+        self.row_stride * (self.height * planes - 1) + self.width * per_pixel * self.pixel.bytes()
+    }
+
     pub fn width(&self) -> usize {
         self.width
     }
@@ -280,18 +291,7 @@ impl<'a> VolumeView<'a> {
             });
         }
         let first = ImageView::new(data, height, width, channels, pixel, layout, row_stride)?;
-        let planes = if layout == ChannelLayout::Planar {
-            channels
-        } else {
-            1
-        };
-        // Bytes one plane spans (its last row needs only the row's samples).
-        let per_pixel = if layout == ChannelLayout::Planar {
-            1
-        } else {
-            channels
-        };
-        let plane_bytes = row_stride * (height * planes - 1) + width * per_pixel * pixel.bytes();
+        let plane_bytes = first.span_bytes();
         if plane_stride < plane_bytes {
             return Err(ImageError::PlaneStride {
                 plane_stride,

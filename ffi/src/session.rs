@@ -87,10 +87,6 @@ pub struct cp_object {
 
 const OBJECT_V1: usize = size_of::<cp_object>();
 
-fn bad(status: cp_status, message: String) -> Failure {
-    Failure::new(status, message)
-}
-
 /// Creates a session segmenting with `model` and `options` (NULL: the defaults of
 /// `cp_session_options_init`). The session holds its own reference to the model, so the model
 /// may be freed before the session. On success `*out` owns a new session to release with
@@ -144,9 +140,9 @@ pub(crate) unsafe fn live<'a>(session: *mut cp_session) -> Result<&'a mut cp_ses
     // SAFETY: forwarded from the caller.
     let s = unsafe { versioned::arg_mut(session, "session") }?;
     if s.poisoned {
-        return Err(bad(
+        return Err(Failure::new(
             cp_status::CP_ERR_PANIC,
-            "session is unusable after an internal error; free it".into(),
+            "session is unusable after an internal error; free it",
         ));
     }
     Ok(s)
@@ -167,7 +163,7 @@ pub(crate) fn label_align(label_type: cp_label_type) -> Result<usize, Failure> {
     match label_type {
         CP_LABELS_U32 => Ok(align_of::<u32>()),
         CP_LABELS_U16 => Ok(align_of::<u16>()),
-        t => Err(bad(
+        t => Err(Failure::new(
             cp_status::CP_ERR_UNKNOWN_ENUM,
             format!("output->label_type {t} is not a cp_label_type (0 or 1)"),
         )),
@@ -189,7 +185,7 @@ pub(crate) unsafe fn write_labels(
     let n = labels.len();
     if label_type == CP_LABELS_U16 {
         if n_objects > u16::MAX as u32 {
-            return Err(bad(
+            return Err(Failure::new(
                 cp_status::CP_ERR_LABEL_OVERFLOW,
                 format!("{n_objects} objects do not fit 16-bit labels; use CP_LABELS_U32"),
             ));
@@ -271,7 +267,7 @@ pub unsafe extern "C" fn cp_session_prepare(
             .and_then(|v| v.checked_mul(c))
             .filter(|&n| n <= (1 << 32))
             .ok_or_else(|| {
-                bad(
+                Failure::new(
                     cp_status::CP_ERR_OVERFLOW,
                     format!("{width}×{height}×{channels} is too large"),
                 )
@@ -301,13 +297,13 @@ fn check_buffer<T>(name: &str, ptr: *const T, len: usize, needed: usize) -> Resu
         return Ok(());
     }
     if len < needed {
-        return Err(bad(
+        return Err(Failure::new(
             cp_status::CP_ERR_BUFFER_TOO_SMALL,
             format!("output->{name}_len is {len}, the frame needs {needed}"),
         ));
     }
     if !(ptr as usize).is_multiple_of(std::mem::align_of::<T>()) {
-        return Err(bad(
+        return Err(Failure::new(
             cp_status::CP_ERR_INVALID_ARGUMENT,
             format!(
                 "output->{name} is not aligned to {} bytes",
@@ -439,15 +435,15 @@ pub unsafe extern "C" fn cp_session_objects(
         // SAFETY: forwarded from the caller.
         let count = unsafe { versioned::arg_mut(count, "count") }?;
         if object_size < OBJECT_V1 {
-            return Err(bad(
+            return Err(Failure::new(
                 cp_status::CP_ERR_STRUCT_SIZE,
                 format!("object_size is {object_size}, expected at least {OBJECT_V1}"),
             ));
         }
         if !s.has_result {
-            return Err(bad(
+            return Err(Failure::new(
                 cp_status::CP_ERR_NO_RESULT,
-                "no frame has been segmented by this session".into(),
+                "no frame has been segmented by this session",
             ));
         }
         if !s.objects_ready {
@@ -460,7 +456,7 @@ pub unsafe extern "C" fn cp_session_objects(
             return Ok(());
         }
         if capacity < n {
-            return Err(bad(
+            return Err(Failure::new(
                 cp_status::CP_ERR_BUFFER_TOO_SMALL,
                 format!("capacity is {capacity}, the frame has {n} objects"),
             ));
@@ -468,7 +464,7 @@ pub unsafe extern "C" fn cp_session_objects(
         if n.checked_mul(object_size)
             .is_none_or(|b| b > isize::MAX as usize)
         {
-            return Err(bad(
+            return Err(Failure::new(
                 cp_status::CP_ERR_OVERFLOW,
                 format!("{n} objects of {object_size} bytes overflow"),
             ));

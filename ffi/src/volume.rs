@@ -140,10 +140,6 @@ pub struct cp_volume_output {
 const VOLUME_OUTPUT_V1: usize = size_of::<cp_volume_output>();
 const _: () = assert!(offset_of!(cp_volume_output, struct_size) == 0);
 
-fn failure(status: cp_status, message: String) -> Failure {
-    Failure::new(status, message)
-}
-
 /// Checks the caller's volume and borrows its pixels as a [`VolumeView`].
 ///
 /// # Safety
@@ -166,7 +162,7 @@ unsafe fn view<'a>(volume: *const cp_volume) -> Result<VolumeView<'a>, Failure> 
     // SAFETY: forwarded from the caller.
     let v = unsafe { versioned::read(volume, "volume", VOLUME_V1, zero) }?;
     let unknown = |field: &str, value: u32, expected: &str| {
-        failure(
+        Failure::new(
             cp_status::CP_ERR_UNKNOWN_ENUM,
             format!("volume->{field} {value} is not a {expected}"),
         )
@@ -188,13 +184,13 @@ unsafe fn view<'a>(volume: *const cp_volume) -> Result<VolumeView<'a>, Failure> 
         return Err(Failure::null("volume->data"));
     }
     if v.data_len > isize::MAX as usize {
-        return Err(failure(
+        return Err(Failure::new(
             cp_status::CP_ERR_OVERFLOW,
             format!("volume->data_len {} exceeds PTRDIFF_MAX", v.data_len),
         ));
     }
     if v.depth == 0 || v.width == 0 || v.height == 0 {
-        return Err(failure(
+        return Err(Failure::new(
             cp_status::CP_ERR_INVALID_ARGUMENT,
             format!(
                 "volume is {}×{}×{} (depth × height × width); every side must be at least 1",
@@ -239,7 +235,7 @@ pub unsafe extern "C" fn cp_volume_options_init(
             return Err(Failure::null("options"));
         }
         if struct_size < VOLUME_OPTIONS_V1 {
-            return Err(failure(
+            return Err(Failure::new(
                 cp_status::CP_ERR_STRUCT_SIZE,
                 format!("struct_size is {struct_size}, expected at least {VOLUME_OPTIONS_V1}"),
             ));
@@ -337,7 +333,7 @@ pub unsafe extern "C" fn cp_session_segment_volume(
             return Err(Failure::null("output->labels"));
         }
         if o.labels_len < n {
-            return Err(failure(
+            return Err(Failure::new(
                 cp_status::CP_ERR_BUFFER_TOO_SMALL,
                 format!(
                     "output->labels_len is {}, the volume needs {n}",
@@ -346,7 +342,7 @@ pub unsafe extern "C" fn cp_session_segment_volume(
             ));
         }
         if !(o.labels as usize).is_multiple_of(align) {
-            return Err(failure(
+            return Err(Failure::new(
                 cp_status::CP_ERR_INVALID_ARGUMENT,
                 format!("output->labels is not aligned to {align} bytes"),
             ));

@@ -5,7 +5,8 @@
 A randomly initialised CPnet with tiny widths (2, 4, 8, 8, 8) exported as the shipped
 models are (`models/export.py`, with a size model), its int8 form with activation scales
 (`models/quantize.py`), and damaged copies: truncated, metadata edited to invalid values,
-a size model of the wrong length. Each is a few tens of kB, so that libFuzzer mutates them
+a size model of the wrong length; and the minimal network the frame and volume targets
+segment most inputs with (`minimal_network`, 784 bytes). Each is a few tens of kB, so that libFuzzer mutates them
 quickly (the shipped 2 MB files are added as seeds by `fuzz/README.md`'s command, not
 committed twice).
 
@@ -60,8 +61,58 @@ def main():
             e = m.metadata_props.add()
             e.key, e.value = k, v
         onnx.save(m, str(out / name))
+    minimal_network(out / "minimal_int8.onnx")
     for p in sorted(out.iterdir()):
         print(f"{p.name}: {p.stat().st_size} bytes")
+
+
+def minimal_network(path):
+    """The smallest file the library takes for a Cellpose network: one int8 3×3 convolution
+    from the 2 input channels to the 3 outputs (dY, dX, cell probability) and their spatial
+    mean as a 3-value style vector, with the metadata and size model a shipped file has.
+
+    The frame and volume fuzz targets segment most inputs with it: its network pass costs
+    next to nothing, so an execution is spent on what those targets explore (views, strides,
+    pixel types, normalisation, rescaling, dynamics, masks) and not on a U-Net whose cost per
+    pixel does not depend on the input. Its flows are a fixed linear filter of the image,
+    smooth where the image is, noise where it is noise.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = rng.integers(-127, 128, size=(3, 2, 3, 3), dtype=np.int8)
+    inits = [
+        numpy_helper.from_array(weights, "w_q"),
+        numpy_helper.from_array(np.array(0.01, np.float32), "w_scale"),
+        numpy_helper.from_array(np.array(0, np.int8), "w_zero"),
+        numpy_helper.from_array(np.array([0.0, 0.0, 0.5], np.float32), "bias"),
+        numpy_helper.from_array(np.array([2, 3], np.int64), "spatial"),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], name="/conv/w"),
+        helper.make_node("Conv", ["image", "w", "bias"], ["flows"], name="/conv/Conv",
+                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("ReduceMean", ["flows", "spatial"], ["style"], name="/style", keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "minimal_cpnet",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+        [helper.make_tensor_value_info("flows", TensorProto.FLOAT, ["N", 3, "H", "W"]),
+         helper.make_tensor_value_info("style", TensorProto.FLOAT, ["N", 3])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    for key, value in {
+        "cellpose.diam_mean": "17", "cellpose.diam_labels": "20", "cellpose.version": "fuzz-minimal",
+        "cellpose.size_model.A": "0.05,-0.05,0.02", "cellpose.size_model.smean": "0,0,0",
+        "cellpose.size_model.ymean": "0.1",
+        "cellpose.quantization": "weights+activations",
+        "cellpose.int8.input_scales": "/conv/Conv=0.02",
+    }.items():
+        e = model.metadata_props.add()
+        e.key, e.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 if __name__ == "__main__":

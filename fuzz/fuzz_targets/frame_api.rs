@@ -14,7 +14,7 @@ mod common;
 
 #[derive(Arbitrary, Debug)]
 struct Input {
-    /// Which model segments: see `common::model_for`.
+    /// Mixed into the hash that picks the network (`common::choice_of`).
     model: u8,
     width: u8,
     height: u8,
@@ -41,14 +41,16 @@ struct Input {
 }
 
 thread_local! {
-    /// One segmenter per model (shipped, tiny), each reused across the inputs it gets.
-    static STATE: RefCell<[Option<(Segmenter, Segmentation)>; 2]> = const { RefCell::new([None, None]) };
+    /// One segmenter per network (`common::NETWORKS`), each reused across the inputs it gets.
+    static STATE: RefCell<[Option<(Segmenter, Segmentation)>; common::NETWORKS]> =
+        const { RefCell::new([None, None, None]) };
 }
 
 fuzz_target!(|input: Input| {
     let pixel = [PixelType::U8, PixelType::U16, PixelType::F32][input.pixel as usize % 3];
     let (w, h, c) = (input.width as usize, input.height as usize, input.channels as usize % 4);
-    let model = common::model_for(input.model, w.max(h));
+    let choice = common::choice_of(&[&[input.model, input.width, input.height, input.pixel], &input.samples]);
+    let model = common::model_for(choice, w.max(h));
     let layout = if input.interleaved { ChannelLayout::Interleaved } else { ChannelLayout::Planar };
     let row = w * pixel.bytes() * if input.interleaved { c.max(1) } else { 1 };
     let stride = row + input.stride_pad as usize % 9;
@@ -90,7 +92,7 @@ fuzz_target!(|input: Input| {
     };
     STATE.with(|s| {
         let mut states = s.borrow_mut();
-        let s = &mut states[usize::from(!common::uses_shipped(input.model, w.max(h)))];
+        let s = &mut states[common::network_for(choice, w.max(h))];
         if s.is_none() {
             *s = Some((Segmenter::new(model.clone(), Params::default()).unwrap(), Segmentation::default()));
         }

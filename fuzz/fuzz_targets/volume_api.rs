@@ -12,7 +12,7 @@ mod common;
 
 #[derive(Arbitrary, Debug)]
 struct Input {
-    /// Which model segments: see `common::model_for`.
+    /// Mixed into the hash that picks the network (`common::choice_of`).
     model: u8,
     depth: u8,
     height: u8,
@@ -38,7 +38,8 @@ fuzz_target!(|input: Input| {
         input.width as usize % 48,
         input.channels as usize % 4,
     );
-    let model = common::model_for(input.model, h.max(w));
+    let choice = common::choice_of(&[&[input.model, input.depth, input.height, input.width, input.pixel], &input.samples]);
+    let model = common::model_for(choice, h.max(w));
     let layout = if input.interleaved { ChannelLayout::Interleaved } else { ChannelLayout::Planar };
     let row = w * pixel.bytes() * if input.interleaved { c.max(1) } else { 1 };
     let stride = row + input.stride_pad as usize % 9;

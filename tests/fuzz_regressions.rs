@@ -43,6 +43,29 @@ fn a_model_whose_output_names_no_tensor_is_refused_without_a_panic() {
 }
 
 #[test]
+fn a_model_whose_convolution_has_too_few_pads_is_refused_without_a_panic() {
+    // `model_from_bytes` on the minimal seed network: a `Conv` with three `pads` values for
+    // two spatial axes made tract's padding arithmetic index past the list (a panic inside
+    // its graph analysis, caught). Made from the minimal seed with `pads` = [1, 1, 1].
+    let (err, text) = refused_model("model_conv_pads_too_few.onnx");
+    assert!(
+        matches!(err, ModelError::Parse(_) | ModelError::Optimise { .. }),
+        "{err:?}"
+    );
+    assert!(text.len() < 400, "{text}");
+}
+
+#[test]
+fn a_model_with_a_string_tensor_in_raw_bytes_is_refused_without_a_panic() {
+    // `model_from_bytes` on the minimal seed network: an initializer of type STRING stored
+    // as raw bytes reaches tract-onnx's `unimplemented!` for raw tensor loading. Made from
+    // the minimal seed with its bias retyped.
+    let (err, text) = refused_model("model_string_tensor_as_raw_bytes.onnx");
+    assert!(matches!(err, ModelError::Parse(_)), "{err:?}");
+    assert!(text.len() < 400, "{text}");
+}
+
+#[test]
 fn a_stack_of_one_plane_in_3d_flows_mode_is_refused_without_a_panic() {
     // `volume_api` target: a stack of one plane, stretched along Z for the network by its
     // anisotropy, reached the 3D dynamics at its own size (resampled back), which need two

@@ -46,43 +46,52 @@ pub fn minimal_model() -> &'static Model {
 }
 
 /// Which network segments an input: `choice` is a hash of the input ([`choice_of`]), `side`
-/// the frame's larger side. The index is that of [`NETWORKS`]: one input in 256 the shipped nuclei model
-/// (real flows, real cells; only when the frame is small enough), one in 256 the tiny CPnet
-/// (a U-Net's layers at every frame size), the others the minimal network. A U-Net pass on a
-/// frame padded to 224 px costs 30–100 ms under coverage instrumentation, against about a
-/// millisecond for the rest of an execution: at one in eight they held the targets to
-/// 25–40 inputs a second. The U-Net's layers are fuzzed through the C target (shipped model
-/// on every input) and the unit tests; here they are the exception.
-pub fn network_for(choice: u8, side: usize) -> usize {
-    match choice {
+/// the frame's larger side, `one_in` how rare the U-Nets are. The index is that of
+/// [`NETWORKS`]: one input in `one_in` the shipped nuclei model (real flows, real cells; only
+/// when the frame is small enough), one in `one_in` the tiny CPnet (a U-Net's layers at every
+/// frame size), the others the minimal network. A U-Net pass costs 30–100 ms under coverage
+/// instrumentation, against about a millisecond for the rest of a frame's execution: at one
+/// in eight the U-Nets held the targets to 25–40 inputs a second. The U-Net's layers are
+/// fuzzed through the C target (shipped model on every input) and the unit tests; here they
+/// are the exception.
+pub fn network_for(choice: u32, side: usize, one_in: u32) -> usize {
+    match choice % one_in {
         3 if side <= SHIPPED_MAX_SIDE => 0,
         5 => 1,
         _ => 2,
     }
 }
 
+/// U-Nets for one frame in this many (`frame_api`).
+pub const FRAME_UNET_ONE_IN: u32 = 256;
+
+/// U-Nets for one volume in this many (`volume_api`): a volume in 3D-flow mode runs the
+/// network on every plane along each of its three axes (up to ~100 passes), so one in 256
+/// still left three quarters of the target's time in U-Nets (~60–125 inputs a second).
+pub const VOLUME_UNET_ONE_IN: u32 = 4096;
+
 /// The network choice of an input: a hash of its bytes, not one of them. A byte compared
 /// with 3 and 5 is what libFuzzer learns to set (it watches comparisons): the corpus filled
 /// with inputs that chose a U-Net, and the targets ran 25–225 inputs a second. A hash puts
 /// the mutants of such an input back on the minimal network, still the same for the same
 /// input (crashes replay).
-pub fn choice_of(parts: &[&[u8]]) -> u8 {
-    // FNV-1a, folded to a byte.
+pub fn choice_of(parts: &[&[u8]]) -> u32 {
+    // FNV-1a.
     let mut h: u32 = 0x811c_9dc5;
     for part in parts {
         for &b in *part {
             h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
         }
     }
-    (h ^ (h >> 8) ^ (h >> 16) ^ (h >> 24)) as u8
+    h
 }
 
 /// The networks `network_for` picks from: shipped nuclei, tiny CPnet, minimal.
 pub const NETWORKS: usize = 3;
 
-/// The model of `network_for(choice, side)`.
-pub fn model_for(choice: u8, side: usize) -> &'static Model {
-    match network_for(choice, side) {
+/// The model of `network_for(choice, side, one_in)`.
+pub fn model_for(choice: u32, side: usize, one_in: u32) -> &'static Model {
+    match network_for(choice, side, one_in) {
         0 => model(),
         1 => tiny_model(),
         _ => minimal_model(),

@@ -140,18 +140,35 @@ pub enum Error {
 /// The text of a caught panic's payload (`panic!` with a literal or a formatted message), for
 /// the guards that turn a panic inside a dependency or the library into an error: tract's
 /// graph analysis (`Model::from_bytes`), the C boundary (`CP_ERR_PANIC`), the CLI's image
-/// decoders. Another payload type gives "unknown panic payload".
+/// decoders. Another payload type gives "unknown panic payload". Only the first line is
+/// kept: a panic that unwraps an `anyhow` error (tract's) carries the error's backtrace on
+/// the lines after it when `RUST_BACKTRACE` is set, and an error message is one line.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
+    let text = payload
         .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic payload".into())
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("unknown panic payload");
+    text.lines().next().unwrap_or("").trim_end().to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::panic_message;
+
+    #[test]
+    fn a_panic_message_keeps_its_first_line_only() {
+        let payload = std::panic::catch_unwind(|| {
+            panic!(
+                "called `Result::unwrap()` on an `Err` value: bad axis\n\nStack backtrace:\n   0: x"
+            )
+        })
+        .unwrap_err();
+        assert_eq!(
+            panic_message(&*payload),
+            "called `Result::unwrap()` on an `Err` value: bad axis"
+        );
+    }
 
     #[test]
     fn panic_messages_are_read_from_literal_and_formatted_payloads() {

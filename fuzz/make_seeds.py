@@ -6,8 +6,8 @@ A randomly initialised CPnet with tiny widths (2, 4, 8, 8, 8) exported as the sh
 models are (`models/export.py`, with a size model), its int8 form with activation scales
 (`models/quantize.py`), and damaged copies: truncated, metadata edited to invalid values,
 a size model of the wrong length; and the minimal network the frame and volume targets
-segment most inputs with (`minimal_network`, 784 bytes). Each is a few tens of kB, so that libFuzzer mutates them
-quickly (the shipped 2 MB files are added as seeds by `fuzz/README.md`'s command, not
+segment most inputs with (`minimal_network`, 784 bytes). The files run from 64 bytes to
+140 kB (the tiny fp32 CPnet), so that libFuzzer mutates them quickly (the shipped 2 MB files are added as seeds by `fuzz/README.md`'s command, not
 committed twice).
 
     python fuzz/make_seeds.py fuzz/corpus/model_from_bytes

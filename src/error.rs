@@ -140,16 +140,22 @@ pub enum Error {
 /// The text of a caught panic's payload (`panic!` with a literal or a formatted message), for
 /// the guards that turn a panic inside a dependency or the library into an error: tract's
 /// graph analysis (`Model::from_bytes`), the C boundary (`CP_ERR_PANIC`), the CLI's image
-/// decoders. Another payload type gives "unknown panic payload". Only the first line is
-/// kept: a panic that unwraps an `anyhow` error (tract's) carries the error's backtrace on
-/// the lines after it when `RUST_BACKTRACE` is set, and an error message is one line.
+/// decoders. Another payload type gives "unknown panic payload". The text comes back on one
+/// line: a panic that unwraps an `anyhow` error (tract's) carries the error's causes on the
+/// lines after it ("Caused by:", kept, joined with spaces) and, when `RUST_BACKTRACE` is
+/// set, its backtrace (dropped).
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     let text = payload
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("unknown panic payload");
-    text.lines().next().unwrap_or("").trim_end().to_string()
+    let text = text.split("Stack backtrace:").next().unwrap_or("");
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -157,16 +163,14 @@ mod tests {
     use super::panic_message;
 
     #[test]
-    fn a_panic_message_keeps_its_first_line_only() {
+    fn a_panic_message_comes_back_on_one_line_with_its_causes_and_without_a_backtrace() {
         let payload = std::panic::catch_unwind(|| {
-            panic!(
-                "called `Result::unwrap()` on an `Err` value: bad axis\n\nStack backtrace:\n   0: x"
-            )
+            panic!("unwrap on `Err`: bad axis\n\nCaused by:\n    0: rank 2\n\nStack backtrace:\n   0: x")
         })
         .unwrap_err();
         assert_eq!(
             panic_message(&*payload),
-            "called `Result::unwrap()` on an `Err` value: bad axis"
+            "unwrap on `Err`: bad axis Caused by: 0: rank 2"
         );
     }
 

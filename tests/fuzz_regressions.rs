@@ -17,9 +17,9 @@ fn refused_model(name: &str) -> (ModelError, String) {
     (err, text)
 }
 
-/// The one-line message `Model::from_bytes` refuses `name` with, which must be a parse or
-/// analysis error (a panic inside tract, caught, is one of those).
-fn refused_by_analysis(name: &str) -> String {
+/// The message `Model::from_bytes` refuses `name` with: a parse or analysis error (what a
+/// panic inside tract, caught, becomes), on one short line.
+fn refused_in_one_line(name: &str) -> String {
     let (err, text) = refused_model(name);
     assert!(
         matches!(err, ModelError::Parse(_) | ModelError::Optimise { .. }),
@@ -33,7 +33,7 @@ fn refused_by_analysis(name: &str) -> String {
 fn a_model_whose_reduce_axis_lies_beyond_its_rank_is_refused_without_a_panic() {
     // A mutated CPnet file (`model_from_bytes` target): tract's graph analysis unwraps an
     // axis error inside `Reduce` and panicked through `Model::from_bytes`.
-    let text = refused_by_analysis("model_reduce_axis_beyond_rank.onnx");
+    let text = refused_in_one_line("model_reduce_axis_beyond_rank.onnx");
     assert!(text.contains("could not analyse"), "{text}");
 }
 
@@ -42,7 +42,7 @@ fn a_model_whose_output_names_no_tensor_is_refused_without_a_panic() {
     // Found by the `model_from_bytes` target as a panic caught inside tract-onnx's graph
     // building (`no entry found for key`, an output naming a tensor no node makes); made
     // here from the tiny seed model with its first output renamed.
-    refused_by_analysis("model_output_names_no_tensor.onnx");
+    refused_in_one_line("model_output_names_no_tensor.onnx");
 }
 
 #[test]
@@ -50,15 +50,15 @@ fn a_model_whose_convolution_has_too_few_pads_is_refused_without_a_panic() {
     // `model_from_bytes` on the minimal seed network: a `Conv` with three `pads` values for
     // two spatial axes made tract's padding arithmetic index past the list (a panic inside
     // its graph analysis, caught). Made from the minimal seed with `pads` = [1, 1, 1].
-    refused_by_analysis("model_conv_pads_too_few.onnx");
+    refused_in_one_line("model_conv_pads_too_few.onnx");
 }
 
 #[test]
 fn a_model_with_a_string_tensor_in_raw_bytes_is_refused_without_a_panic() {
     // `model_from_bytes` on the minimal seed network: an initializer of type STRING stored
     // as raw bytes reaches tract-onnx's `unimplemented!` for raw tensor loading. Made from
-    // the minimal seed with its bias retyped.
-    refused_by_analysis("model_string_tensor_as_raw_bytes.onnx");
+    // the minimal seed with its bias retyped as STRING and given 12 zero bytes of raw data.
+    refused_in_one_line("model_string_tensor_as_raw_bytes.onnx");
 }
 
 #[test]

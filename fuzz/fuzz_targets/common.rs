@@ -1,5 +1,7 @@
-//! What every target checks of a result: labels within bounds and an object count that
-//! matches the label image (every label 1..=n present, none above).
+//! What the targets share: the models they segment with and which one an input gets
+//! ([`model_for`]), the size caps that keep an execution in milliseconds, and what every
+//! target checks of a result: labels within bounds and an object count that matches the
+//! label image (every label 1..=n present, none above).
 #![allow(dead_code)] // each target uses part of this module
 
 use std::sync::OnceLock;
@@ -32,10 +34,9 @@ pub fn tiny_model() -> &'static Model {
 /// a 3-value style, with a size model (`fuzz/make_seeds.py`, `minimal_network`): a network
 /// pass that costs next to nothing, so that most executions go to what the frame and volume
 /// targets explore (views, strides, pixel types, normalisation, rescaling, dynamics, masks).
-/// Its convolution runs in tract's im2col form: a frame smaller than a tile is padded to
-/// 224 × 224 px, and our kernels work in blocks of 16 channels, so they would spend as much
-/// on its 2 → 3 channels as on a 16 → 16 layer (the shipped and tiny networks still run
-/// ours). Under coverage instrumentation the tiny U-Net's pass took over half of an
+/// Its convolution runs in tract's im2col form: our kernels work in blocks of 16 channels,
+/// so they would spend as much on its 2 → 3 channels as on a 16 → 16 layer (the shipped and
+/// tiny networks still run ours). Under coverage instrumentation the tiny U-Net's pass took over half of an
 /// execution.
 pub fn minimal_model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
@@ -46,12 +47,13 @@ pub fn minimal_model() -> &'static Model {
 }
 
 /// Which network segments an input: `choice` is a hash of the input ([`choice_of`]), `side`
-/// the frame's larger side, `one_in` how rare the U-Nets are. The index is that of
-/// [`NETWORKS`]: one input in `one_in` the shipped nuclei model (real flows, real cells; only
-/// when the frame is small enough), one in `one_in` the tiny CPnet (a U-Net's layers at every
-/// frame size), the others the minimal network. A U-Net pass costs 30–100 ms under coverage
-/// instrumentation, against about a millisecond for the rest of a frame's execution: at one
-/// in eight the U-Nets held the targets to 25–40 inputs a second. The U-Net's layers are
+/// the frame's larger side, `one_in` how rare each U-Net is. Returns 0 for the shipped
+/// nuclei model (one input in `one_in`: real flows, real cells; only when the frame is small
+/// enough), 1 for the tiny CPnet (another one in `one_in`: a U-Net's layers at every frame
+/// size), 2 for the minimal network (the others); below [`NETWORKS`]. A U-Net pass costs
+/// 30–100 ms under coverage instrumentation, against about a millisecond for the rest of a
+/// frame's execution: when every input ran one (the shipped model for one in eight, the tiny
+/// CPnet otherwise), the targets managed 25–40 inputs a second. The U-Net's layers are
 /// fuzzed through the C target (shipped model on every input) and the unit tests; here they
 /// are the exception.
 pub fn network_for(choice: u32, side: usize, one_in: u32) -> usize {
@@ -62,14 +64,14 @@ pub fn network_for(choice: u32, side: usize, one_in: u32) -> usize {
     }
 }
 
-/// U-Nets for one frame in this many (`frame_api`): at one in 256 they still took 86 % of
+/// Each U-Net for one frame in this many (`frame_api`): at one in 256 each they still took 86 % of
 /// the target's time (a campaign's corpus drifts to frames up to 96 px and to test-time
 /// augmentation, four 224-px tiles), and it ran ~260 inputs a second.
 pub const FRAME_UNET_ONE_IN: u32 = 2048;
 
-/// U-Nets for one volume in this many (`volume_api`): a volume in 3D-flow mode runs the
+/// Each U-Net for one volume in this many (`volume_api`): a volume in 3D-flow mode runs the
 /// network on every plane along each of its three axes (up to ~100 passes), so one in 256
-/// still left three quarters of the target's time in U-Nets (~60–125 inputs a second).
+/// each still left three quarters of the target's time in U-Nets (~60–125 inputs a second).
 pub const VOLUME_UNET_ONE_IN: u32 = 4096;
 
 /// The network choice of an input: a hash of its bytes, not one of them. A byte compared

@@ -1,7 +1,7 @@
 //! What the targets share: the models they segment with and which one an input gets
-//! ([`model_for`]), the size caps that keep an execution in milliseconds, and what every
-//! target checks of a result: labels within bounds and an object count that matches the
-//! label image (every label 1..=n present, none above).
+//! ([`network_for`], [`model_of`]), the size caps that keep an execution in milliseconds,
+//! and what every target checks of a result: labels within bounds and an object count that
+//! matches the label image (every label 1..=n present, none above).
 #![allow(dead_code)] // each target uses part of this module
 
 use std::sync::OnceLock;
@@ -36,8 +36,7 @@ pub fn tiny_model() -> &'static Model {
 /// targets explore (views, strides, pixel types, normalisation, rescaling, dynamics, masks).
 /// Its convolution runs in tract's im2col form: our kernels work in blocks of 16 channels,
 /// so they would spend as much on its 2 → 3 channels as on a 16 → 16 layer (the shipped and
-/// tiny networks still run ours). Under coverage instrumentation the tiny U-Net's pass took over half of an
-/// execution.
+/// tiny networks still run ours).
 pub fn minimal_model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
     MODEL.get_or_init(|| {
@@ -93,9 +92,9 @@ pub fn choice_of(parts: &[&[u8]]) -> u32 {
 /// The networks `network_for` picks from: shipped nuclei, tiny CPnet, minimal.
 pub const NETWORKS: usize = 3;
 
-/// The model of `network_for(choice, side, one_in)`.
-pub fn model_for(choice: u32, side: usize, one_in: u32) -> &'static Model {
-    match network_for(choice, side, one_in) {
+/// The model of network `network` (an index from [`network_for`]).
+pub fn model_of(network: usize) -> &'static Model {
+    match network {
         0 => model(),
         1 => tiny_model(),
         _ => minimal_model(),

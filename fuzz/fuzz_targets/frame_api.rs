@@ -50,7 +50,8 @@ fuzz_target!(|input: Input| {
     let pixel = [PixelType::U8, PixelType::U16, PixelType::F32][input.pixel as usize % 3];
     let (w, h, c) = (input.width as usize, input.height as usize, input.channels as usize % 4);
     let choice = common::choice_of(&[&[input.model, input.width, input.height, input.pixel], &input.samples]);
-    let model = common::model_for(choice, w.max(h), common::FRAME_UNET_ONE_IN);
+    let network = common::network_for(choice, w.max(h), common::FRAME_UNET_ONE_IN);
+    let model = common::model_of(network);
     let layout = if input.interleaved { ChannelLayout::Interleaved } else { ChannelLayout::Planar };
     let row = w * pixel.bytes() * if input.interleaved { c.max(1) } else { 1 };
     let stride = row + input.stride_pad as usize % 9;
@@ -92,7 +93,7 @@ fuzz_target!(|input: Input| {
     };
     STATE.with(|s| {
         let mut states = s.borrow_mut();
-        let s = &mut states[common::network_for(choice, w.max(h), common::FRAME_UNET_ONE_IN)];
+        let s = &mut states[network];
         if s.is_none() {
             *s = Some((Segmenter::new(model.clone(), Params::default()).unwrap(), Segmentation::default()));
         }

@@ -39,7 +39,8 @@ fuzz_target!(|input: Input| {
         input.channels as usize % 4,
     );
     let choice = common::choice_of(&[&[input.model, input.depth, input.height, input.width, input.pixel], &input.samples]);
-    let model = common::model_for(choice, h.max(w), common::VOLUME_UNET_ONE_IN);
+    let network = common::network_for(choice, h.max(w), common::VOLUME_UNET_ONE_IN);
+    let model = common::model_of(network);
     let layout = if input.interleaved { ChannelLayout::Interleaved } else { ChannelLayout::Planar };
     let row = w * pixel.bytes() * if input.interleaved { c.max(1) } else { 1 };
     let stride = row + input.stride_pad as usize % 9;

@@ -1,5 +1,6 @@
 //! Inputs the fuzz targets (`fuzz/`) found faults with, kept as tests of the behaviour that
-//! was fixed. Each file lies in `tests/data/fuzz/` under the name of what it exercises.
+//! was fixed. Each file lies in `tests/data/fuzz/` under the name of what it exercises; the
+//! edited seed models are written by `fuzz/make_regression_models.py`.
 
 use cellpose::{Model, ModelError};
 
@@ -41,7 +42,8 @@ fn a_model_whose_reduce_axis_lies_beyond_its_rank_is_refused_without_a_panic() {
 fn a_model_whose_output_names_no_tensor_is_refused_without_a_panic() {
     // Found by the `model_from_bytes` target as a panic caught inside tract-onnx's graph
     // building (`no entry found for key`, an output naming a tensor no node makes); made
-    // here from the tiny seed model with its first output renamed.
+    // here from the tiny seed model with its first output renamed
+    // (`fuzz/make_regression_models.py`).
     refused_in_one_line("model_output_names_no_tensor.onnx");
 }
 
@@ -49,7 +51,8 @@ fn a_model_whose_output_names_no_tensor_is_refused_without_a_panic() {
 fn a_model_whose_convolution_has_too_few_pads_is_refused_without_a_panic() {
     // `model_from_bytes` on the minimal seed network: a `Conv` with three `pads` values for
     // two spatial axes made tract's padding arithmetic index past the list (a panic inside
-    // its graph analysis, caught). Made from the minimal seed with `pads` = [1, 1, 1].
+    // its graph analysis, caught). Made from the minimal seed with `pads` = [1, 1, 1]
+    // (`fuzz/make_regression_models.py`).
     refused_in_one_line("model_conv_pads_too_few.onnx");
 }
 
@@ -57,7 +60,8 @@ fn a_model_whose_convolution_has_too_few_pads_is_refused_without_a_panic() {
 fn a_model_with_a_string_tensor_in_raw_bytes_is_refused_without_a_panic() {
     // `model_from_bytes` on the minimal seed network: an initializer of type STRING stored
     // as raw bytes reaches tract-onnx's `unimplemented!` for raw tensor loading. Made from
-    // the minimal seed with its bias retyped as STRING and given 12 zero bytes of raw data.
+    // the minimal seed with its bias retyped as STRING and given 12 zero bytes of raw data
+    // (`fuzz/make_regression_models.py`).
     refused_in_one_line("model_string_tensor_as_raw_bytes.onnx");
 }
 

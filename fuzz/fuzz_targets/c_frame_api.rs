@@ -56,7 +56,10 @@ static MODEL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 fn model() -> *mut cp_model {
     *MODEL.get_or_init(|| {
         let mut m = std::ptr::null_mut();
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/nuclei_light_int8.onnx\0");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/nuclei_light_int8.onnx\0"
+        );
         // SAFETY: a NUL-terminated path and a writable out pointer.
         let st = unsafe { cp_model_load(path.as_ptr().cast(), &mut m) };
         assert_eq!(st, cp_status::CP_OK);
@@ -74,7 +77,8 @@ fuzz_target!(|input: Input| {
     if let Some(o) = &input.options {
         // A smaller struct_size is an older caller (or a wrong one); larger would claim bytes
         // this struct does not have, so it is capped at the real size.
-        opts.struct_size = (size_of::<cp_session_options>() as isize + o.size_delta.min(0) as isize) as usize;
+        opts.struct_size =
+            (size_of::<cp_session_options>() as isize + o.size_delta.min(0) as isize) as usize;
         opts.diameter_mode = o.diameter_mode % 4;
         opts.diameter = o.diameter;
         opts.flow_threshold = o.flow_threshold;
@@ -114,9 +118,13 @@ fuzz_target!(|input: Input| {
         b[..chunk.len()].copy_from_slice(chunk);
         buf[i] = u32::from_ne_bytes(b);
     }
-    let data_len = input.samples.len().saturating_sub(input.data_len_cut as usize);
+    let data_len = input
+        .samples
+        .len()
+        .saturating_sub(input.data_len_cut as usize);
     let frame = cp_frame {
-        struct_size: (size_of::<cp_frame>() as isize + input.frame_size_delta.min(0) as isize) as usize,
+        struct_size: (size_of::<cp_frame>() as isize + input.frame_size_delta.min(0) as isize)
+            as usize,
         data: buf.as_ptr().cast::<c_void>(),
         data_len,
         row_stride: input.row_stride as usize,
@@ -135,9 +143,17 @@ fuzz_target!(|input: Input| {
         struct_size: size_of::<cp_output>(),
         labels: labels.as_mut_ptr().cast::<c_void>(),
         labels_len,
-        flows: if input.want_flows { flows.as_mut_ptr() } else { std::ptr::null_mut() },
+        flows: if input.want_flows {
+            flows.as_mut_ptr()
+        } else {
+            std::ptr::null_mut()
+        },
         flows_len: flows.len(),
-        cell_prob: if input.want_flows { prob.as_mut_ptr() } else { std::ptr::null_mut() },
+        cell_prob: if input.want_flows {
+            prob.as_mut_ptr()
+        } else {
+            std::ptr::null_mut()
+        },
         cell_prob_len: prob.len(),
         label_type: input.label_type,
         n_objects: 0,
@@ -145,7 +161,11 @@ fuzz_target!(|input: Input| {
     };
     // SAFETY: every pointer is valid for the length given with it.
     let st = unsafe { cp_session_segment(session, &frame, &mut out) };
-    assert_ne!(st, cp_status::CP_ERR_PANIC, "cp_session_segment panicked: {input:?}");
+    assert_ne!(
+        st,
+        cp_status::CP_ERR_PANIC,
+        "cp_session_segment panicked: {input:?}"
+    );
     if st == cp_status::CP_OK {
         let n = out.n_objects as u64;
         if input.label_type == CP_LABELS_U16 {

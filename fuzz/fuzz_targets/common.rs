@@ -12,7 +12,10 @@ use cellpose::{Convolution, Model};
 pub fn model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/nuclei_light_int8.onnx");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/nuclei_light_int8.onnx"
+        );
         Model::load(path).expect("the shipped model loads")
     })
 }
@@ -25,7 +28,10 @@ pub fn model() -> &'static Model {
 pub fn tiny_model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/model_from_bytes/tiny_int8.onnx");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/corpus/model_from_bytes/tiny_int8.onnx"
+        );
         Model::load(path).expect("the tiny seed model loads")
     })
 }
@@ -40,8 +46,13 @@ pub fn tiny_model() -> &'static Model {
 pub fn minimal_model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/model_from_bytes/minimal_int8.onnx");
-        Model::load(path).expect("the minimal seed model loads").with_convolution(Convolution::Tract)
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/corpus/model_from_bytes/minimal_int8.onnx"
+        );
+        Model::load(path)
+            .expect("the minimal seed model loads")
+            .with_convolution(Convolution::Tract)
     })
 }
 
@@ -118,7 +129,10 @@ pub fn check_labels<L: Copy + Into<u64>>(labels: &[L], n: u64, what: &str) {
         seen[l as usize] = true;
     }
     let missing = (1..=n as usize).filter(|&i| !seen[i]).count();
-    assert_eq!(missing, 0, "{what}: {missing} of {n} labels absent from the label image");
+    assert_eq!(
+        missing, 0,
+        "{what}: {missing} of {n} labels absent from the label image"
+    );
 }
 
 /// Network input side after rescaling, capped so that one execution stays in milliseconds:

@@ -50,11 +50,19 @@ thread_local! {
 
 fuzz_target!(|input: Input| {
     let pixel = [PixelType::U8, PixelType::U16, PixelType::F32][input.pixel as usize % 3];
-    let (w, h, c) = (input.width as usize, input.height as usize, input.channels as usize % 4);
+    let (w, h, c) = (
+        input.width as usize,
+        input.height as usize,
+        input.channels as usize % 4,
+    );
     let choice = common::choice_of(&input);
     let network = common::network_for(choice, w.max(h), common::FRAME_UNET_ONE_IN);
     let model = common::model_of(network);
-    let layout = if input.interleaved { ChannelLayout::Interleaved } else { ChannelLayout::Planar };
+    let layout = if input.interleaved {
+        ChannelLayout::Interleaved
+    } else {
+        ChannelLayout::Planar
+    };
     let row = w * pixel.bytes() * if input.interleaved { c.max(1) } else { 1 };
     let stride = row + input.stride_pad as usize % 9;
     // Samples come from the input, aligned for their type (the C layer checks alignment).
@@ -97,7 +105,10 @@ fuzz_target!(|input: Input| {
         let mut states = s.borrow_mut();
         let s = &mut states[network];
         if s.is_none() {
-            *s = Some((Segmenter::new(model.clone(), Params::default()).unwrap(), Segmentation::default()));
+            *s = Some((
+                Segmenter::new(model.clone(), Params::default()).unwrap(),
+                Segmentation::default(),
+            ));
         }
         let (seg, out) = s.as_mut().unwrap();
         if seg.set_params(params).is_err() {
@@ -108,7 +119,11 @@ fuzz_target!(|input: Input| {
             assert_eq!(out.labels.len(), w * h);
             assert_eq!(out.flows.len(), 2 * w * h);
             assert_eq!(out.cell_prob.len(), w * h);
-            assert!(out.diameter_used.is_finite() && out.diameter_used > 0.0, "{}", out.diameter_used);
+            assert!(
+                out.diameter_used.is_finite() && out.diameter_used > 0.0,
+                "{}",
+                out.diameter_used
+            );
             common::check_labels(&out.labels, out.n_objects as u64, "frame");
         }
     });

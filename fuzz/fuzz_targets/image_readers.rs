@@ -17,13 +17,27 @@ const MAX_PLANES: usize = 4;
 /// One file per process, rewritten for each input.
 fn scratch() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| std::env::temp_dir().join(format!("cellpose_fuzz_{}.img", std::process::id())))
+    PATH.get_or_init(|| {
+        std::env::temp_dir().join(format!("cellpose_fuzz_{}.img", std::process::id()))
+    })
 }
 
 fn check_frame(f: &Frame) {
-    assert!(f.width > 0 && f.height > 0, "empty frame {}×{}", f.width, f.height);
+    assert!(
+        f.width > 0 && f.height > 0,
+        "empty frame {}×{}",
+        f.width,
+        f.height
+    );
     assert!((1..=4).contains(&f.colours), "{} colours", f.colours);
-    assert_eq!(f.data.len(), f.width * f.height * f.colours, "samples of a {}×{}×{} frame", f.width, f.height, f.colours);
+    assert_eq!(
+        f.data.len(),
+        f.width * f.height * f.colours,
+        "samples of a {}×{}×{} frame",
+        f.width,
+        f.height,
+        f.colours
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -36,7 +50,10 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(path, data).expect("the scratch file is writable");
     if let Ok(mut file) = ImageFile::open(path) {
         let axes = file.axes;
-        assert!(axes.channels >= 1 && axes.slices >= 1 && axes.frames >= 1, "{axes:?}");
+        assert!(
+            axes.channels >= 1 && axes.slices >= 1 && axes.frames >= 1,
+            "{axes:?}"
+        );
         assert!(!axes.describe().is_empty());
         for t in 0..axes.frames.min(MAX_PLANES) {
             for z in 0..axes.slices.min(MAX_PLANES) {

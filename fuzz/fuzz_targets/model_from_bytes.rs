@@ -20,8 +20,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let info = model.info();
-    assert!(info.diam_mean.is_finite() && info.diam_mean > 0.0, "{info:?}");
-    assert!(info.diam_labels.is_finite() && info.diam_labels > 0.0, "{info:?}");
+    assert!(
+        info.diam_mean.is_finite() && info.diam_mean > 0.0,
+        "{info:?}"
+    );
+    assert!(
+        info.diam_labels.is_finite() && info.diam_labels > 0.0,
+        "{info:?}"
+    );
     let px: Vec<u8> = (0..32 * 32).map(|i| ((i * 37) % 251) as u8).collect();
     let frame = ImageView::gray_u8(32, 32, &px).unwrap();
     let Ok(mut seg) = Segmenter::new(model, Params::default()) else {

@@ -4,7 +4,10 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use cellpose::{ChannelLayout, Diameter, Params, PixelType, VolumeMode, VolumeParams, VolumeSegmenter, VolumeView};
+use cellpose::{
+    ChannelLayout, Diameter, Params, PixelType, VolumeMode, VolumeParams, VolumeSegmenter,
+    VolumeView,
+};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]
@@ -32,7 +35,6 @@ struct Input {
 }
 
 fuzz_target!(|input: Input| {
-
     let pixel = [PixelType::U8, PixelType::U16, PixelType::F32][input.pixel as usize % 3];
     let (d, h, w, c) = (
         input.depth as usize % 9,
@@ -43,10 +45,15 @@ fuzz_target!(|input: Input| {
     let choice = common::choice_of(&input);
     let network = common::network_for(choice, h.max(w), common::VOLUME_UNET_ONE_IN);
     let model = common::model_of(network);
-    let layout = if input.interleaved { ChannelLayout::Interleaved } else { ChannelLayout::Planar };
+    let layout = if input.interleaved {
+        ChannelLayout::Interleaved
+    } else {
+        ChannelLayout::Planar
+    };
     let row = w * pixel.bytes() * if input.interleaved { c.max(1) } else { 1 };
     let stride = row + input.stride_pad as usize % 9;
-    let plane = stride * h * if input.interleaved { 1 } else { c.max(1) } + input.plane_pad as usize % 17;
+    let plane =
+        stride * h * if input.interleaved { 1 } else { c.max(1) } + input.plane_pad as usize % 17;
     let mut buf = vec![0u32; input.samples.len().div_ceil(4)];
     for (i, chunk) in input.samples.chunks(4).enumerate() {
         let mut b = [0u8; 4];
@@ -54,7 +61,8 @@ fuzz_target!(|input: Input| {
         buf[i] = u32::from_ne_bytes(b);
     }
     // SAFETY: u32 has no padding; the slice covers the same allocation.
-    let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), input.samples.len()) };
+    let bytes =
+        unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), input.samples.len()) };
     let Ok(volume) = VolumeView::new(bytes, d, h, w, c, pixel, layout, stride, plane) else {
         return;
     };
@@ -63,7 +71,10 @@ fuzz_target!(|input: Input| {
         return;
     }
     let vp = VolumeParams {
-        params: Params { diameter: Diameter::Pixels(input.diameter), ..Params::default() },
+        params: Params {
+            diameter: Diameter::Pixels(input.diameter),
+            ..Params::default()
+        },
         // Any threshold but 0 asks for stitching, so invalid ones (NaN, negative, > 1) reach
         // the core's check.
         mode: match (input.do_3d, input.stitch_threshold) {
@@ -86,7 +97,10 @@ fuzz_target!(|input: Input| {
                 common::check_labels(p, n, "volume plane");
                 total += n;
             }
-            assert_eq!(total, out.n_objects as u64, "planes: object count is not the sum over planes");
+            assert_eq!(
+                total, out.n_objects as u64,
+                "planes: object count is not the sum over planes"
+            );
         } else {
             common::check_labels(&out.labels, out.n_objects as u64, "volume");
         }

@@ -76,8 +76,9 @@ pub fn network_for(choice: u32, side: usize, one_in: u32) -> usize {
 
 /// Each U-Net for one frame in this many (`frame_api`): at one in 256 each they still took 86 % of
 /// the target's time (a campaign's corpus drifts to frames up to 96 px and to test-time
-/// augmentation, four 224-px tiles), and it ran ~260 inputs a second.
-pub const FRAME_UNET_ONE_IN: u32 = 2048;
+/// augmentation, four 224-px tiles), and it ran ~260 inputs a second; at one in 2048, 70 %
+/// (perf, 20 s of a campaign at ~660 inputs a second on one core).
+pub const FRAME_UNET_ONE_IN: u32 = 8192;
 
 /// Each U-Net for one volume in this many (`volume_api`): a volume in 3D-flow mode runs the
 /// network on every plane along each of its three axes (up to ~100 passes), so one in 256

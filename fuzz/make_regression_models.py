@@ -5,7 +5,7 @@
 Each fault was found on a mutated file; the test input is made clean from a seed with the
 one edit that reaches the same panic, so that it reads as what it exercises:
 
-- `model_output_names_no_tensor.onnx`: the tiny CPnet seed with its first graph output
+- `model_output_names_no_tensor.onnx`: the fp32 tiny CPnet seed (`tiny.onnx`) with its first graph output
   renamed to a tensor no node makes (tract-onnx's graph building, `no entry found for key`);
 - `model_conv_pads_too_few.onnx`: the minimal seed with `pads` = [1, 1, 1], three values for
   two spatial axes (tract's padding arithmetic indexes past the list);
@@ -35,7 +35,6 @@ def conv_pads_too_few(model):
 
 def string_tensor_as_raw_bytes(model):
     bias = next(t for t in model.graph.initializer if t.name == "bias")
-    del bias.float_data[:]
     bias.data_type = onnx.TensorProto.STRING
     bias.raw_data = bytes(12)
 
@@ -48,6 +47,8 @@ EDITS = {
 
 
 def main():
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: {sys.argv[0]} OUT_DIR   (tests/data/fuzz for the committed files)")
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     for name, (seed, edit) in EDITS.items():

@@ -42,8 +42,8 @@ fn a_model_whose_reduce_axis_lies_beyond_its_rank_is_refused_without_a_panic() {
 fn a_model_whose_output_names_no_tensor_is_refused_without_a_panic() {
     // Found by the `model_from_bytes` target as a panic caught inside tract-onnx's graph
     // building (`no entry found for key`, an output naming a tensor no node makes); made
-    // here from the tiny seed model with its first output renamed
-    // (`fuzz/make_regression_models.py`).
+    // from the fp32 tiny seed (`tiny.onnx`) with its first output renamed, by
+    // `fuzz/make_regression_models.py`.
     refused_in_one_line("model_output_names_no_tensor.onnx");
 }
 

@@ -1,5 +1,5 @@
 //! What the targets share: the models they segment with and which one an input gets
-//! ([`network_for`], [`model_of`]), the size caps that keep an execution in milliseconds,
+//! ([`choice_of`], [`network_for`], [`model_of`]), the size caps that keep an execution in milliseconds,
 //! and what every target checks of a result: labels within bounds and an object count that
 //! matches the label image (every label 1..=n present, none above).
 #![allow(dead_code)] // each target uses part of this module
@@ -76,13 +76,18 @@ pub fn network_for(choice: u32, side: usize, one_in: u32) -> usize {
 
 /// Each U-Net for one frame in this many (`frame_api`): at one in 256 each they still took 86 % of
 /// the target's time (a campaign's corpus drifts to frames up to 96 px and to test-time
-/// augmentation, four 224-px tiles), and it ran ~260 inputs a second; at one in 2048, 70 %
-/// (perf, 20 s of a campaign at ~660 inputs a second on one core).
+/// augmentation, four 224-px tiles), and it ran ~260 inputs a second; at one in 2048, ~650 a
+/// second over 1.1 × 10⁶ executions, and a 20-s perf window still found 70 % in U-Net passes.
+/// One in 8192 quarters their expected share; its one short campaign (9 minutes, the first
+/// minutes replaying ~1,500 seeds) ran 125–285 a second and its 20-s perf window found 92 %:
+/// such windows show whichever rare, slow U-Net input is running, not the average.
 pub const FRAME_UNET_ONE_IN: u32 = 8192;
 
 /// Each U-Net for one volume in this many (`volume_api`): a volume in 3D-flow mode runs the
 /// network on every plane along each of its three axes (up to ~100 passes), so one in 256
 /// each still left three quarters of the target's time in U-Nets (~60–125 inputs a second).
+/// Measured with the hash of a few fields (see [`choice_of`]); with every field hashed, two
+/// campaigns of 300,000 ran 115–122 a second each, U-Net passes 3 % of a 30-s perf window.
 pub const VOLUME_UNET_ONE_IN: u32 = 4096;
 
 /// The network choice of an input: a hash of every field of it (its `Debug` text), not a
@@ -91,10 +96,13 @@ pub const VOLUME_UNET_ONE_IN: u32 = 4096;
 /// inputs a second. A hash of only some fields (size, pixel type, samples) was not enough
 /// either: a mutant that changed only a stride, a mode or a threshold kept its parent's
 /// U-Net, and as U-Net inputs add coverage the corpus kept them, so that a `volume_api`
-/// campaign spent 90 % of its time in U-Net passes (perf, 30 s) at ~30 inputs a second.
-/// Hashing every field puts any mutant back on the draw, still the same for the same input
-/// (crashes replay); formatting a few hundred bytes costs microseconds against a
-/// millisecond's execution.
+/// campaign spent 90 % of its time in U-Net passes (perf, 30 s) at 25–30 inputs a second.
+/// Hashing every field puts a mutant back on the draw (all but one that differs only in a
+/// NaN's sign or payload: `Debug` prints every NaN alike). The draw is the same for the same
+/// input with the same `Input` struct and toolchain, so crashes replay; adding, renaming or
+/// reordering a field changes the network of every committed input (replay an artifact at
+/// the revision that found it). Formatting the samples (a few KB of text at
+/// `-max_len=4096`) costs microseconds to tens of them, against a millisecond's execution.
 pub fn choice_of(input: &impl std::fmt::Debug) -> u32 {
     // FNV-1a.
     let mut h: u32 = 0x811c_9dc5;

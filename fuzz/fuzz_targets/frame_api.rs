@@ -1,6 +1,7 @@
 //! The Rust frame API: arbitrary width, height, row stride, pixel type, channels, layout,
 //! sample values (NaN, infinities, extremes) and parameters through `ImageView::new` and
-//! `Segmenter::segment_into`, reusing one segmenter (as acquisition does) across inputs.
+//! `Segmenter::segment_into`, reusing one segmenter per network (as acquisition reuses its one)
+//! across inputs.
 #![no_main]
 
 use std::cell::RefCell;

@@ -111,13 +111,7 @@ fuzz_target!(|input: Input| {
         assert!(session.is_null());
         return;
     }
-    // Samples aligned for any pixel type.
-    let mut buf = vec![0u32; input.samples.len().div_ceil(4)];
-    for (i, chunk) in input.samples.chunks(4).enumerate() {
-        let mut b = [0u8; 4];
-        b[..chunk.len()].copy_from_slice(chunk);
-        buf[i] = u32::from_ne_bytes(b);
-    }
+    let buf = common::aligned_samples(&input.samples);
     let data_len = input
         .samples
         .len()

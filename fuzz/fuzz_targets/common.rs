@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use cellpose::{Convolution, Model};
+use cellpose::{ChannelLayout, Convolution, Model};
 
 /// The shipped nuclei model, loaded once per process.
 pub fn model() -> &'static Model {
@@ -152,3 +152,27 @@ pub const MAX_RESCALED_SIDE: f32 = 128.0;
 
 /// Largest side of a frame that is segmented (larger views are still built and checked).
 pub const MAX_SEGMENTED_SIDE: usize = 96;
+
+/// The input's sample bytes in a buffer aligned for every pixel type (u32 words, the last
+/// one zero-padded): `arbitrary`'s `Vec<u8>` may start at any address, and the views and the
+/// C layer refuse misaligned 16- and 32-bit samples. Its first `samples.len()` bytes
+/// (`bytemuck::cast_slice`) are the samples.
+pub fn aligned_samples(samples: &[u8]) -> Vec<u32> {
+    samples
+        .chunks(4)
+        .map(|chunk| {
+            let mut word = [0u8; 4];
+            word[..chunk.len()].copy_from_slice(chunk);
+            u32::from_ne_bytes(word)
+        })
+        .collect()
+}
+
+/// The channel layout an input's flag asks for.
+pub fn layout(interleaved: bool) -> ChannelLayout {
+    if interleaved {
+        ChannelLayout::Interleaved
+    } else {
+        ChannelLayout::Planar
+    }
+}

@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 
 use arbitrary::Arbitrary;
-use cellpose::{ChannelLayout, Diameter, ImageView, Params, PixelType, Segmentation, Segmenter};
+use cellpose::{Diameter, ImageView, Params, PixelType, Segmentation, Segmenter};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]
@@ -59,17 +59,12 @@ fuzz_target!(|input: Input| {
     let choice = common::choice_of(&input);
     let network = common::network_for(choice, w.max(h), common::FRAME_UNET_ONE_IN);
     let model = common::model_of(network);
-    let layout = if input.interleaved {
-        ChannelLayout::Interleaved
-    } else {
-        ChannelLayout::Planar
-    };
+    let layout = common::layout(input.interleaved);
     let row = w * pixel.bytes() * if input.interleaved { c.max(1) } else { 1 };
     let stride = row + input.stride_pad as usize % 9;
     // Samples come from the input, aligned for their type (the C layer checks alignment).
-    let mut buf = vec![0u32; input.samples.len().div_ceil(4)];
-    bytemuck_fill(&mut buf, &input.samples);
-    let bytes: &[u8] = &bytes_of(&buf)[..input.samples.len()];
+    let buf = common::aligned_samples(&input.samples);
+    let bytes: &[u8] = &bytemuck::cast_slice(&buf)[..input.samples.len()];
     let Ok(frame) = ImageView::new(bytes, h, w, c, pixel, layout, stride) else {
         return;
     };
@@ -129,16 +124,3 @@ fuzz_target!(|input: Input| {
         }
     });
 });
-
-fn bytemuck_fill(dst: &mut [u32], src: &[u8]) {
-    for (i, chunk) in src.chunks(4).enumerate() {
-        let mut b = [0u8; 4];
-        b[..chunk.len()].copy_from_slice(chunk);
-        dst[i] = u32::from_ne_bytes(b);
-    }
-}
-
-fn bytes_of(v: &[u32]) -> &[u8] {
-    // SAFETY: u32 has no padding and any byte is a valid u8; the length is the same memory.
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len() * 4) }
-}

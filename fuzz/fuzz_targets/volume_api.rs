@@ -5,8 +5,7 @@
 
 use arbitrary::Arbitrary;
 use cellpose::{
-    ChannelLayout, Diameter, Params, PixelType, VolumeMode, VolumeParams, VolumeSegmenter,
-    VolumeView,
+    Diameter, Params, PixelType, VolumeMode, VolumeParams, VolumeSegmenter, VolumeView,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -45,24 +44,13 @@ fuzz_target!(|input: Input| {
     let choice = common::choice_of(&input);
     let network = common::network_for(choice, h.max(w), common::VOLUME_UNET_ONE_IN);
     let model = common::model_of(network);
-    let layout = if input.interleaved {
-        ChannelLayout::Interleaved
-    } else {
-        ChannelLayout::Planar
-    };
+    let layout = common::layout(input.interleaved);
     let row = w * pixel.bytes() * if input.interleaved { c.max(1) } else { 1 };
     let stride = row + input.stride_pad as usize % 9;
     let plane =
         stride * h * if input.interleaved { 1 } else { c.max(1) } + input.plane_pad as usize % 17;
-    let mut buf = vec![0u32; input.samples.len().div_ceil(4)];
-    for (i, chunk) in input.samples.chunks(4).enumerate() {
-        let mut b = [0u8; 4];
-        b[..chunk.len()].copy_from_slice(chunk);
-        buf[i] = u32::from_ne_bytes(b);
-    }
-    // SAFETY: u32 has no padding; the slice covers the same allocation.
-    let bytes =
-        unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), input.samples.len()) };
+    let buf = common::aligned_samples(&input.samples);
+    let bytes: &[u8] = &bytemuck::cast_slice(&buf)[..input.samples.len()];
     let Ok(volume) = VolumeView::new(bytes, d, h, w, c, pixel, layout, stride, plane) else {
         return;
     };

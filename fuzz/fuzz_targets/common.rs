@@ -1,7 +1,8 @@
 //! What the targets share: the models they segment with and which one an input gets
-//! ([`choice_of`], [`network_for`], [`model_of`]), the size caps that keep an execution in milliseconds,
-//! and what every target checks of a result: labels within bounds and an object count that
-//! matches the label image (every label 1..=n present, none above).
+//! ([`network_for`], which hashes it with [`choice_of`], and [`model_of`]), the size caps
+//! that keep an execution in milliseconds, and what every target checks of a result: labels
+//! within bounds and an object count that matches the label image (every label 1..=n
+//! present, none above).
 #![allow(dead_code)] // each target uses part of this module
 
 use std::sync::OnceLock;
@@ -56,8 +57,8 @@ pub fn minimal_model() -> &'static Model {
     })
 }
 
-/// Which network segments an input: `choice` is a hash of the input ([`choice_of`]), `side`
-/// the frame's larger side, `one_in` how rare each U-Net is. Returns 0 for the shipped
+/// Which network segments `input` (drawn from its hash, [`choice_of`]): `side` is the frame's
+/// larger side, `one_in` how rare each U-Net is. Returns 0 for the shipped
 /// nuclei model (one input in `one_in`: real flows, real cells; only when the frame is small
 /// enough), 1 for the tiny CPnet (another one in `one_in`: a U-Net's layers at every frame
 /// size), 2 for the minimal network (the others); below [`NETWORKS`]. A U-Net pass costs
@@ -66,8 +67,8 @@ pub fn minimal_model() -> &'static Model {
 /// CPnet otherwise), the targets managed 25–40 inputs a second. The U-Net's layers are
 /// fuzzed through the C target (shipped model on every input) and the unit tests; here they
 /// are the exception.
-pub fn network_for(choice: u32, side: usize, one_in: u32) -> usize {
-    match choice % one_in {
+pub fn network_for(input: &impl std::fmt::Debug, side: usize, one_in: u32) -> usize {
+    match choice_of(input) % one_in {
         3 if side <= SHIPPED_MAX_SIDE => 0,
         5 => 1,
         _ => 2,
@@ -101,15 +102,24 @@ pub const VOLUME_UNET_ONE_IN: u32 = 4096;
 /// NaN's sign or payload: `Debug` prints every NaN alike). The draw is the same for the same
 /// input with the same `Input` struct and toolchain, so crashes replay; adding, renaming or
 /// reordering a field changes the network of every committed input (replay an artifact at
-/// the revision that found it). Formatting the samples (a few KB of text at
-/// `-max_len=4096`) costs microseconds to tens of them, against a millisecond's execution.
+/// the revision that found it). The text is hashed as it is formatted, never stored: the
+/// samples print as a few KB at `-max_len=4096`, microseconds against a millisecond's
+/// execution.
 pub fn choice_of(input: &impl std::fmt::Debug) -> u32 {
-    // FNV-1a.
-    let mut h: u32 = 0x811c_9dc5;
-    for b in format!("{input:?}").bytes() {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    use std::fmt::Write;
+    /// FNV-1a over the bytes written to it.
+    struct Fnv1a(u32);
+    impl Write for Fnv1a {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            for b in s.bytes() {
+                self.0 = (self.0 ^ u32::from(b)).wrapping_mul(0x0100_0193);
+            }
+            Ok(())
+        }
     }
-    h
+    let mut h = Fnv1a(0x811c_9dc5);
+    write!(h, "{input:?}").expect("hashing never fails");
+    h.0
 }
 
 /// The networks `network_for` picks from: shipped nuclei, tiny CPnet, minimal.

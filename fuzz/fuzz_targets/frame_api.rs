@@ -56,8 +56,7 @@ fuzz_target!(|input: Input| {
         input.height as usize,
         input.channels as usize % 4,
     );
-    let choice = common::choice_of(&input);
-    let network = common::network_for(choice, w.max(h), common::FRAME_UNET_ONE_IN);
+    let network = common::network_for(&input, w.max(h), common::FRAME_UNET_ONE_IN);
     let model = common::model_of(network);
     let layout = common::layout(input.interleaved);
     let row = w * pixel.bytes() * if input.interleaved { c.max(1) } else { 1 };

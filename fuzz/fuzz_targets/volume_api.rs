@@ -41,8 +41,7 @@ fuzz_target!(|input: Input| {
         input.width as usize % 48,
         input.channels as usize % 4,
     );
-    let choice = common::choice_of(&input);
-    let network = common::network_for(choice, h.max(w), common::VOLUME_UNET_ONE_IN);
+    let network = common::network_for(&input, h.max(w), common::VOLUME_UNET_ONE_IN);
     let model = common::model_of(network);
     let layout = common::layout(input.interleaved);
     let row = w * pixel.bytes() * if input.interleaved { c.max(1) } else { 1 };
